@@ -1,0 +1,146 @@
+"""The `labgrader` command line: it parses, then hands over to the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from grader import __version__
+from grader.errors import UserError
+from grader.limits import add_limit_flags
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _handler(target: str):
+    """Import a command's module only when it runs, so `check` never pays for torch."""
+    def run(args):
+        module, func = target.split(":")
+        return getattr(importlib.import_module(module), func)(args)
+    return run
+
+
+def _add_json(p):
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of text (for LMS scripts)")
+
+
+def _add_spec(p):
+    p.add_argument("--spec", metavar="TOML", help="assignment spec (default: the bundled lab 7b spec)")
+
+
+def _add_execution(p):
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="Fashion-MNIST IDX files for notebooks (default: $LABGRADER_DATA, else the bundled demo's synthetic data)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run notebooks without bubblewrap (only for trusted code, when bwrap is missing)")
+    add_limit_flags(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labgrader",
+        description="Reference solver and sandboxed autograder for lab 7b 'Optimizing Neural Networks'.",
+        epilog="Exit codes: 0 done; 1 the input was judged and found invalid; 2 usage or I/O error.",
+    )
+    parser.add_argument("--version", action="version", version=f"labgrader {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # data
+    data = sub.add_parser("data", help="Fashion-MNIST files: synthesize or download", description="Fashion-MNIST files in the official IDX format.")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    synth = dsub.add_parser("synth", help="write a synthetic dataset in the exact Fashion-MNIST IDX format",
+                            description="Write the four Fashion-MNIST files (gzip IDX) with synthetic images that train like the real task. Deterministic for a seed.")
+    synth.add_argument("--out", required=True, metavar="DIR", help="folder to write the four .gz files into")
+    synth.add_argument("--train", type=int, default=60000, metavar="N", help="training images (default: 60000)")
+    synth.add_argument("--test", type=int, default=10000, metavar="N", help="test images (default: 10000)")
+    synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    synth.set_defaults(func=_handler("reference.synth:synth_command"))
+    fetch = dsub.add_parser("fetch", help="download the real Fashion-MNIST files and verify their checksums",
+                            description="Download the four official Fashion-MNIST files into the data dir and verify their checksums.")
+    fetch.add_argument("--data-dir", metavar="DIR", help="target folder (default: $LABGRADER_DATA, else the user cache dir)")
+    fetch.set_defaults(func=_handler("reference.fmnist:fetch_command"))
+
+    # kit
+    kit = sub.add_parser("kit", help="the lab kit module students import", description="The lab kit: src/fmnist_utils.py (get_data, build_mlp, train).")
+    ksub = kit.add_subparsers(dest="kit_command", metavar="ACTION", required=True)
+    kinst = ksub.add_parser("install", help="write DIR/src/fmnist_utils.py, a shim onto the installed kit",
+                            description="Write DIR/src/__init__.py and DIR/src/fmnist_utils.py so a notebook in DIR can import the lab kit.")
+    kinst.add_argument("dir", metavar="DIR", help="the folder that holds the notebook")
+    kinst.add_argument("--force", action="store_true", help="overwrite an existing src/fmnist_utils.py")
+    kinst.set_defaults(func=_handler("reference.kit_install:install_command"))
+
+    # reference
+    ref = sub.add_parser("reference", help="run or inspect the reference sweep", description="The reference solver: the lr / batch / momentum sweep and its expected answers.")
+    rsub = ref.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
+    run = rsub.add_parser("run", help="run the sweep (resumable) and write the reference artifact",
+                          description="Train every (config, seed) of the spec's sweeps, batched, storing each finished run at once; an interrupted run resumes where it stopped.")
+    _add_spec(run)
+    run.add_argument("--data-dir", metavar="DIR", help="Fashion-MNIST IDX files (default: $LABGRADER_DATA, else the user cache dir)")
+    run.add_argument("--device", choices=DEVICES, default="auto", help="where to train: auto uses CUDA when present (default: auto)")
+    run.add_argument("--seeds", type=int, metavar="N", help="number of seeds (default: the spec's)")
+    run.add_argument("--epochs", type=int, metavar="N", help="epochs per run (default: the spec's)")
+    run.add_argument("--out", default="reference.json", metavar="REF.json", help="artifact path; the run store sits beside it as REF.runs.jsonl (default: reference.json)")
+    run.add_argument("--fresh", action="store_true", help="discard stored runs and start over")
+    _add_json(run)
+    run.set_defaults(func=_handler("reference.sweep:run_command"))
+    show = rsub.add_parser("show", help="print optima and tie sets; --plot writes learning curves",
+                           description="Print each question's metric table, optimum and tie set from a reference artifact.")
+    show.add_argument("ref", metavar="REF", help="reference artifact (JSON)")
+    show.add_argument("--plot", metavar="DIR", help="also write learning-curve PNGs, one per sweep, into DIR")
+    _add_json(show)
+    show.set_defaults(func=_handler("reference.show:show_command"))
+
+    # grade
+    grade = sub.add_parser("grade", help="execute, validate and score every submission; write the gradebook",
+                           description="Grade a folder of submissions (one folder or one .ipynb per student): gradebook CSV, results JSON, feedback, executed notebooks. Resumes after an interruption.")
+    grade.add_argument("submissions", metavar="SUBMISSIONS", help="folder with one sub-folder or <student>.ipynb per student")
+    grade.add_argument("--reference", metavar="REF", help="reference artifact (default: the bundled synthetic demo reference)")
+    _add_spec(grade)
+    grade.add_argument("--out", default="grading-out", metavar="OUT", help="output folder (default: grading-out)")
+    grade.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="submissions executed in parallel (default: 1)")
+    grade.add_argument("--no-execute", action="store_true", help="score the JSON answer files as submitted, without running notebooks")
+    grade.add_argument("--force", action="store_true", help="re-grade every submission, even unchanged finished ones")
+    grade.add_argument("--hide-answers", action="store_true", help="feedback says right or wrong, never the expected value")
+    _add_execution(grade)
+    _add_json(grade)
+    grade.set_defaults(func=_handler("grader.grade:grade_command"))
+
+    # check
+    check = sub.add_parser("check", help="a student's self-check of a notebook or answer files",
+                           description="Check a notebook (executed in the sandbox), a 7b_ex*.json file or a folder. Exit 0 when every file is valid, 1 when any is invalid, 2 for usage or I/O errors.")
+    check.add_argument("path", metavar="PATH", help="a .ipynb, a 7b_ex*.json file, or a folder holding them")
+    check.add_argument("--no-execute", action="store_true", help="for a notebook: read the JSON files beside it instead of running it")
+    check.add_argument("--reveal", action="store_true", help="also print the expected answers")
+    check.add_argument("--reference", metavar="REF", help="reference artifact (default: the bundled synthetic demo reference)")
+    _add_spec(check)
+    _add_execution(check)
+    _add_json(check)
+    check.set_defaults(func=_handler("grader.check:check_command"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except UserError as e:
+        print(f"labgrader: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("labgrader: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # the last line of defence: never a traceback for users
+        if os.environ.get("LABGRADER_DEBUG"):
+            raise
+        print(f"labgrader: internal error: {type(e).__name__}: {e} (set LABGRADER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

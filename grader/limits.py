@@ -1,0 +1,38 @@
+"""Execution limits for one submission, each declared once with its type, default and help.
+
+The CLI builds its flags from these fields, so a limit's default and help live only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _opt(default, help: str, flag: str | None = None, metavar: str | None = None):
+    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float = _opt(900.0, "wall-clock seconds for the whole notebook", "--timeout", "S")
+    cell_timeout: float = _opt(600.0, "wall-clock seconds for one cell", "--cell-timeout", "S")
+    memory_mb: int = _opt(4096, "address-space limit of the kernel in MiB (RLIMIT_AS)", "--memory", "MB")
+    processes: int = _opt(256, "processes and threads the notebook may run at once", "--processes", "N")
+    file_size_mb: int = _opt(256, "largest file the notebook may write, in MiB", "--file-size", "MB")
+    output_kb: int = _opt(1024, "captured output kept per cell, in KiB (the rest is cut)", "--output-cap", "KB")
+    cpu_seconds: int = _opt(3600, "CPU seconds for the kernel (RLIMIT_CPU)", "--cpu-time", "S")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def add_limit_flags(parser) -> None:
+    """Declare one CLI flag per Limits field, with the field's default and help."""
+    group = parser.add_argument_group("execution limits")
+    for f in fields(Limits):
+        group.add_argument(f.metadata["flag"], dest=f"limit_{f.name}", type=type(f.default), default=f.default,
+                           metavar=f.metadata["metavar"], help=f"{f.metadata['help']} (default: {f.default:g})")
+
+
+def limits_from_args(args) -> Limits:
+    return Limits(**{f.name: getattr(args, f"limit_{f.name}") for f in fields(Limits)})
