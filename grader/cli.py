@@ -12,6 +12,8 @@ from grader.errors import UserError
 from grader.limits import add_limit_flags
 
 DEVICES = ("auto", "cpu", "cuda")
+LAYOUTS = ("auto", "canvas", "moodle", "folders")
+EXPORT_TARGETS = ("canvas", "moodle", "gradescope")
 
 
 def _handler(target: str):
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-execute", action="store_true", help="score the JSON answer files as submitted, without running notebooks")
     grade.add_argument("--force", action="store_true", help="re-grade every submission, even unchanged finished ones")
     grade.add_argument("--hide-answers", action="store_true", help="feedback says right or wrong, never the expected value")
+    grade.add_argument("--layout", choices=LAYOUTS, default="auto",
+                       help="how SUBMISSIONS is organised: an LMS bulk download (zip or unpacked) or plain per-student folders (default: auto, detected)")
+    grade.add_argument("--overrides", metavar="CSV", help="instructor overrides: CSV with student,question,points,comment")
     _add_execution(grade)
     _add_json(grade)
     grade.set_defaults(func=_handler("grader.grade:grade_command"))
@@ -118,6 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution(check)
     _add_json(check)
     check.set_defaults(func=_handler("grader.check:check_command"))
+    # export
+    export = sub.add_parser("export", help="gradebook to Canvas CSV, Moodle CSV or Gradescope results.json",
+                            description="Turn a grading output folder into the files an LMS imports.")
+    export.add_argument("out", metavar="OUT", help="the output folder of `labgrader grade`")
+    export.add_argument("--to", required=True, choices=EXPORT_TARGETS, help="target LMS format")
+    export.add_argument("--roster", metavar="CSV", help="class roster (the LMS's own export); students without a submission get --missing")
+    export.add_argument("--assignment", metavar="NAME", default="Lab 7b", help="assignment column name in the LMS (default: Lab 7b)")
+    export.add_argument("--missing", choices=("zero", "blank"), default="zero", help="grade for roster students with no submission (default: zero)")
+    export.add_argument("--dest", metavar="PATH", help="where to write (default: OUT/export/<target>...)")
+    _add_json(export)
+    export.set_defaults(func=_handler("grader.export:export_command"))
+
+    # gradescope autograder mode
+    gs = sub.add_parser("gradescope", help="run as a Gradescope autograder, or build its upload bundle",
+                        description="Grade /autograder/submission into /autograder/results/results.json, as Gradescope runs an autograder.")
+    gs.add_argument("action", nargs="?", choices=("run", "build"), default="run",
+                    help="run: grade the submission (default); build: write setup.sh and run_autograder into a zip for upload")
+    gs.add_argument("--root", default="/autograder", metavar="DIR", help="Gradescope's folder (default: /autograder)")
+    gs.add_argument("--reference", metavar="REF", help="reference artifact (default: the bundled synthetic demo reference)")
+    gs.add_argument("--dest", metavar="ZIP", default="autograder.zip", help="with build: the bundle to write (default: autograder.zip)")
+    _add_spec(gs)
+    _add_execution(gs)
+    gs.set_defaults(func=_handler("grader.gradescope:gradescope_command"))
     return parser
 
 

@@ -1,0 +1,366 @@
+"""Run one student's notebook in the sandbox: prepare its work dir, start the runner, read its status.
+
+The runner (grader/runner.py) executes the notebook inside bubblewrap and writes a status
+file; this side only copies files in, enforces the total time from outside (the sandbox dies
+with its bwrap), and turns whatever came back, or did not, into an `ExecResult`.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from grader import sandbox as sb
+from grader.atomic import write_json_atomic
+from grader.errors import UserError
+from grader.limits import Limits
+from grader.runner import one_line
+
+STATUSES = ("ok", "error", "timeout", "memory", "died")
+ANSWERS_ASIDE = "submitted-answers"
+SKIP_ANYWHERE = {"__MACOSX", "__pycache__", ".ipynb_checkpoints"}
+HOST_GRACE_S = 30.0
+TERM_GRACE_S = 5.0
+STATUS_MAX_BYTES = 1 << 16
+LOG_TAIL_BYTES = 1 << 14
+DEFAULT_THREADS = 2
+EXECUTED = "executed.ipynb"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    status: str
+    reason: str
+    cell: int | None = None
+    executed: str | None = None
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# the work dir ----------------------------------------------------------------------------------
+
+def prepare_workdir(submission, workdir, *, answer_files) -> Path:
+    """Copy a submission (folder or .ipynb) into an empty work dir; -> the notebook to run.
+
+    Symlinks are followed only to files inside the submission. Answer files that came with
+    it go to submitted-answers/, so only what the notebook writes is graded; the lab kit
+    is installed as src/fmnist_utils.py unless the submission has its own.
+    """
+    submission, workdir = Path(submission), Path(workdir)
+    if not os.path.lexists(submission):
+        raise UserError(f"{submission}: no such file or folder")
+    if workdir.exists() and any(workdir.iterdir()):
+        raise UserError(f"{workdir}: the work dir must be empty")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if submission.is_dir() and not submission.is_symlink():
+        _copy_folder(submission, workdir)
+    elif submission.is_file() and submission.suffix == ".ipynb":
+        shutil.copyfile(submission, workdir / submission.name)
+    else:
+        raise UserError(f"{submission.name}: not a notebook (.ipynb) or a folder holding one")
+    notebook = find_notebook(workdir)
+    for name in answer_files:
+        found = workdir / name
+        if os.path.lexists(found):
+            (workdir / ANSWERS_ASIDE).mkdir(exist_ok=True)
+            os.replace(found, workdir / ANSWERS_ASIDE / name)
+    from reference.kit_install import install_kit
+
+    install_kit(workdir)
+    return notebook
+
+
+def _copy_folder(root: Path, dest: Path) -> None:
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        rel = here.relative_to(root)
+        keep = []
+        for name in sorted(dirnames):
+            if (here / name).is_symlink() or name in SKIP_ANYWHERE or (rel == Path(".") and name == sb.STATE):
+                continue
+            (dest / rel / name).mkdir()
+            keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            source = _regular_inside(here / name, real_root)
+            if source is not None:
+                shutil.copyfile(source, dest / rel / name)
+
+
+def _regular_inside(path: Path, real_root: Path) -> Path | None:
+    """The file to copy for `path`: itself, or a symlink's target when that lies inside the submission."""
+    try:
+        if path.is_symlink():
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(real_root):
+                return None
+            path = target
+        return path if stat.S_ISREG(path.lstat().st_mode) else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def find_notebook(workdir: Path) -> Path:
+    """The one .ipynb at the top of the work dir, or a UserError a student can act on."""
+    found = sorted(p for p in workdir.iterdir()
+                   if p.suffix == ".ipynb" and not p.name.startswith(".") and p.is_file() and not p.is_symlink())
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(p.name for p in found[:4]) + (", …" if len(found) > 4 else "")
+        raise UserError(f"{len(found)} notebooks at the top of the submission ({names}): submit exactly one")
+    nested = sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*.ipynb") if p.is_file())
+    hint = f"; found {nested[0]} in a sub-folder: move it to the top" if nested else ""
+    raise UserError(f"no notebook (.ipynb) at the top of the submission{hint}")
+
+
+# running ---------------------------------------------------------------------------------------
+
+def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, sandbox: bool = True,
+                     slot: int = 0, seed: int = 0, threads: int = DEFAULT_THREADS) -> ExecResult:
+    """Execute a prepared notebook in its work dir under `limits`; never raises for the notebook's faults.
+
+    Raises UserError only for the grader's own setup: no bubblewrap, no data dir.
+    """
+    workdir = Path(workdir).resolve()
+    notebook = Path(notebook).absolute()
+    if notebook.parent.resolve() != workdir:
+        raise UserError(f"{notebook}: the notebook must be at the top of its work dir {workdir}")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"data dir {data_dir} does not exist; pass --data-dir or set LABGRADER_DATA")
+    if sandbox:
+        sb.require_sandbox()
+        if data_dir is not None and sb.privileged():
+            _check_world_readable(Path(data_dir))
+    else:
+        _warn_unsandboxed()
+
+    state = workdir / sb.STATE
+    _remove(state)
+    state.mkdir()
+    job = {"notebook": notebook.name, "preamble": list(preamble or []), "seed": int(seed), "executed": EXECUTED,
+           "limits": limits.as_dict()}
+    write_json_atomic(state / "job.json", job)
+
+    if sandbox:
+        if sb.privileged():
+            _chown_tree(workdir, sb.uid_for_slot(slot))
+        env = sb.runner_env(home=sb.WORKDIR, data=sb.DATADIR if data_dir is not None else None,
+                            threads=threads, seed=seed)
+        argv = sb.bwrap_argv(workdir=workdir, data_dir=Path(data_dir) if data_dir is not None else None,
+                             limits=limits, slot=slot, command=sb.runner_argv(sb.WORKDIR / sb.STATE / "job.json"))
+    else:
+        (state / "tmp").mkdir()
+        env = sb.runner_env(home=workdir, data=Path(data_dir).resolve() if data_dir is not None else None,
+                            threads=threads, seed=seed, tmp=state / "tmp")
+        argv = sb.direct_argv(limits, sb.runner_argv(state / "job.json"))
+
+    start = time.monotonic()
+    returncode, killed, log = _run(argv, env, workdir, limits.timeout + HOST_GRACE_S, group_kill=not sandbox)
+    duration = round(time.monotonic() - start, 3)
+    if killed and sandbox and sb.privileged():
+        _await_uid_gone(sb.uid_for_slot(slot))
+    return _interpret(_read_status(workdir), workdir, limits, returncode, killed, log, duration)
+
+
+def _run(argv, env, cwd, wall_s, *, group_kill: bool) -> tuple[int | None, bool, str]:
+    """Run to the end or to wall_s; -> (return code, killed for time, tail of its output)."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    tail: collections.deque[bytes] = collections.deque()
+    reader = threading.Thread(target=_drain, args=(proc.stdout, tail), daemon=True)
+    reader.start()
+    killed = False
+    try:
+        proc.wait(timeout=wall_s)
+    except subprocess.TimeoutExpired:
+        killed = True
+        _stop(proc, group_kill)
+    except BaseException:
+        _stop(proc, group_kill)
+        raise
+    finally:
+        reader.join(timeout=5)
+    return proc.returncode, killed, b"".join(tail).decode(errors="replace")
+
+
+def _drain(stream, tail: collections.deque) -> None:
+    """Keep the last LOG_TAIL_BYTES of the runner's output, however much the notebook writes."""
+    size = 0
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        tail.append(chunk)
+        size += len(chunk)
+        while size > LOG_TAIL_BYTES and len(tail) > 1:
+            size -= len(tail.popleft())
+    stream.close()
+
+
+def _stop(proc: subprocess.Popen, group_kill: bool) -> None:
+    """Sandboxed: SIGKILL to bwrap takes the whole sandbox (--die-with-parent, pid namespace).
+    Unsandboxed: SIGTERM lets the runner stop its kernel, then SIGKILL the group."""
+    def signal_group(sig):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if group_kill:
+        signal_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout=TERM_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    signal_group(signal.SIGKILL)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _state_dir(workdir: Path) -> Path | None:
+    """The runner's folder, unless the notebook replaced it with a link (checked after the sandbox is gone)."""
+    state = workdir / sb.STATE
+    try:
+        return state if stat.S_ISDIR(state.lstat().st_mode) else None
+    except OSError:
+        return None
+
+
+def _await_uid_gone(uid: int, wait_s: float = 10.0) -> None:
+    """After killing bwrap, its pid namespace dies a moment later; wait, so the slot's next
+    notebook does not start with the dying processes still counted against its process limit."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and _uid_has_processes(uid):
+        time.sleep(0.05)
+
+
+def _uid_has_processes(uid: int) -> bool:
+    """By the real uid in /proc/PID/status: a non-dumpable process's /proc folder belongs to root."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Uid:"):
+                            if int(line.split()[1]) == uid:
+                                return True
+                            break
+            except (OSError, ValueError):
+                continue
+    return False
+
+
+def _read_status(workdir: Path) -> dict | None:
+    """The runner's status.json, opened without following links or blocking on a fifo the notebook left."""
+    state = _state_dir(workdir)
+    if state is None:
+        return None
+    try:
+        fd = os.open(state / "status.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, STATUS_MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > STATUS_MAX_BYTES:
+        return None
+    try:
+        status = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def _interpret(status: dict | None, workdir: Path, limits: Limits, returncode, killed: bool, log: str,
+               duration: float) -> ExecResult:
+    cell = status.get("cell") if status else None
+    cell = cell if isinstance(cell, int) and not isinstance(cell, bool) and cell > 0 else None
+    where = f"cell {cell}" if cell else "the notebook"
+    if killed:
+        return ExecResult("timeout", f"the notebook ran longer than {limits.timeout:g} s (stopped in {where})",
+                          cell, _executed(status, workdir), duration)
+    if status and status.get("phase") == "done" and status.get("status") in STATUSES:
+        reason = one_line(status.get("reason") or status["status"])
+        return ExecResult(status["status"], reason, cell, _executed(status, workdir), duration)
+    problem = _bwrap_problem(log)
+    if problem:
+        return ExecResult("died", f"the sandbox did not start ({problem})", None, None, duration)
+    if status is None:
+        last = _last_line(log) or f"exit code {returncode}"
+        return ExecResult("died", f"the notebook's runner stopped before the notebook started ({last}); "
+                                  f"check the limits, e.g. --memory {limits.memory_mb} may be too low", None, None, duration)
+    return ExecResult("died", f"the run ended without a result while in {where} (runner exit code {returncode}); "
+                              "the notebook may have killed the grader's processes", cell, None, duration)
+
+
+def _executed(status: dict | None, workdir: Path) -> str | None:
+    """The executed notebook, when the runner wrote it and it is still a plain file in its folder."""
+    expected = f"{sb.STATE}/{EXECUTED}"
+    if not status or status.get("executed") != expected or _state_dir(workdir) is None:
+        return None
+    path = workdir / expected
+    try:
+        return str(path) if stat.S_ISREG(path.lstat().st_mode) else None
+    except OSError:
+        return None
+
+
+def _bwrap_problem(log: str) -> str | None:
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip().startswith(("bwrap:", "setpriv:", "prlimit:"))]
+    return one_line(lines[-1], 200) if lines else None
+
+
+def _check_world_readable(data_dir: Path) -> None:
+    """The notebook reads the data as an unprivileged uid with no groups: only 'other' bits count."""
+    entries = [data_dir] + [p for p in data_dir.iterdir() if not p.name.startswith(".")]
+    for p in entries:
+        need = stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0)
+        if p.stat().st_mode & need != need:
+            raise UserError(f"the sandbox cannot read the data in {data_dir} ({p.name} is not world-readable): "
+                            f"run chmod -R a+rX {data_dir}")
+
+
+def _last_line(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    return one_line(lines[-1], 160) if lines else ""
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    """Hand the work dir to the slot's uid, the only place it may write."""
+    os.lchown(root, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_unsandboxed() -> None:
+    print("labgrader: --no-sandbox: notebooks run without bubblewrap, with your files, network and uid "
+          "(only memory, time and file-size limits apply)", file=sys.stderr)

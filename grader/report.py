@@ -1,0 +1,129 @@
+"""What `grade` leaves for people and LMS scripts: gradebook CSV, results.json, feedback Markdown.
+
+Everything is rebuilt from the per-student results and written atomically, so a reader never
+sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from grader.atomic import write_json_atomic, write_text_atomic
+from grader.score import VERDICT_WORDS
+
+RESULTS_FORMAT = "labgrader-results/1"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def gradebook_columns(spec) -> list[str]:
+    return ["student", "status", "reason", "total", "max", *[q.id for q in spec.questions], "review"]
+
+
+def gradebook_csv(results: list[dict], spec) -> str:
+    """One row per student: status, reason, total, max, points per question, review flag."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=gradebook_columns(spec), lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        row = {"student": _cell(r["student"]), "status": r["status"], "reason": _cell(r["reason"]),
+               "total": _num(r["total"]), "max": _num(r["max"]), "review": "yes" if r["review"] else "no"}
+        for q in spec.questions:
+            qr = r["questions"].get(q.id)
+            row[q.id] = _num(qr["points"]) if qr else ""
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def results_document(header: dict, results: list[dict]) -> dict:
+    return {"format": RESULTS_FORMAT, **header, "students": results}
+
+
+def feedback_markdown(result: dict, spec, hidden: bool) -> str:
+    """A student's feedback: status and reason, then each question's answer, points and why."""
+    lines = [f"# Lab {spec.assignment_id}: {spec.title}: feedback for {result['student']}", ""]
+    lines.append(f"- Status: **{result['status']}**" + (f": {_md(result['reason'])}" if result["reason"] else ""))
+    waiting = [qid for qid, q in result["questions"].items() if q["review"]]
+    total = f"- Points: **{_num(result['total'])} of {_num(result['max'])}**"
+    if waiting:
+        total += f" (provisional: {', '.join(waiting)} await an instructor's review)"
+    lines.append(total)
+    for problem in result.get("errors", []):
+        lines.append(f"- Problem: {_md(problem)}")
+    prompts = {q.id: q.prompt for q in spec.questions}
+    for qid, q in result["questions"].items():
+        lines += ["", f"## {qid}: {_num(q['points'])} of {_num(q['max'])} points, {VERDICT_WORDS[q['verdict']]}"
+                  + (" (to be reviewed)" if q["review"] and q["verdict"] != "review" else "")]
+        if prompts.get(qid):
+            lines += ["", f"*{_md(prompts[qid])}*"]
+        lines += ["", "Your answer:", "", _quote(q["answer"]), ""]
+        if not hidden and q.get("expected") is not None:
+            lines += [f"Expected: {_expected(q['expected'])}", ""]
+        lines.append(_md(q["feedback"]))
+        if q.get("override"):
+            comment = q["override"].get("comment")
+            lines += ["", f"Instructor: {_num(q['override']['points'])} points" + (f", {_md(comment)}" if comment else "")]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(results: list[dict]) -> str:
+    """The gradebook as a plain text table for the terminal."""
+    rows = [("student", "status", "points", "reason")]
+    for r in results:
+        pts = f"{_num(r['total'])}/{_num(r['max'])}" + (" *" if r["review"] else "")
+        rows.append((r["student"], r["status"], pts, _clip(r["reason"], 70)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    out = ["  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3] for row in rows]
+    if any(r["review"] for r in results):
+        out.append("* provisional: free-text answers await an instructor's review")
+    return "\n".join(line.rstrip() for line in out)
+
+
+def write_outputs(out: Path, header: dict, results: list[dict], spec) -> None:
+    """gradebook.csv and results.json from the current results (cheap: called after every student)."""
+    write_text_atomic(out / "gradebook.csv", gradebook_csv(results, spec))
+    write_json_atomic(out / "results.json", results_document(header, results))
+
+
+def write_feedback(out: Path, result: dict, spec, hidden: bool) -> Path:
+    path = out / "feedback" / f"{result['student']}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, feedback_markdown(result, spec, hidden))
+    return path
+
+
+def _cell(text: str) -> str:
+    """Keep spreadsheet programs from running a student-controlled cell as a formula."""
+    text = str(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _num(x) -> str:
+    return f"{float(x):g}"
+
+
+def _expected(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return "{" + ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value) + "}"
+    return str(value)
+
+
+def _quote(answer) -> str:
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        return "> (not answered)"
+    text = answer if isinstance(answer, str) else str(answer).lower() if isinstance(answer, bool) else str(answer)
+    text = text if len(text) <= 2000 else text[:1999] + "…"
+    return "\n".join("> " + _md(line) for line in text.splitlines() or [""])
+
+
+def _md(text: str) -> str:
+    """Student text shown as text: no HTML, no links or images that a Markdown viewer would load."""
+    return str(text).replace("<", "&lt;").replace("![", "!\\[").replace("](", "]\\(")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,122 @@
+"""The failing cell's traceback from an executed notebook, trimmed to the student's own code.
+
+IPython stores one list entry per frame, ANSI-coloured. A student needs the frames of their
+cells (and of their own modules), not forty frames inside torch or IPython, so library frames
+are replaced by one line saying how many were hidden.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+CELL_FRAME = re.compile(r"^\s*(Cell In\s*\[|Input In\s*\[|<ipython-input-)")
+FILE_FRAME = re.compile(r"^\s*File \"?([^\"\n]+?)\"?(?::\d+|, line \d+)")
+FRAME_START = re.compile(r"^\s*(Cell In\s*\[|Input In\s*\[|<ipython-input-|File \S)")
+LIBRARY_PATH = re.compile(
+    r"(site-packages|dist-packages|[\\/]lib[\\/]python\d+(\.\d+)?[\\/]|[\\/]IPython[\\/]|[\\/]ipykernel[\\/]"
+    r"|^<frozen |^<string>|[\\/]Lib[\\/])"
+)
+HEADER = re.compile(r"^-{10,}$|Traceback \(most recent call last\)")
+MAX_LINES = 200
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+def read_notebook(source: Any):
+    """An nbformat notebook from a path or an already-read notebook; None when it cannot be read."""
+    if source is None:
+        return None
+    if not isinstance(source, (str, Path)):
+        return source
+    try:
+        import nbformat
+
+        with open(source, encoding="utf-8") as f:
+            return nbformat.read(f, as_version=4)
+    except Exception:
+        return None
+
+
+def first_error(nb) -> tuple[int, dict] | None:
+    """(cell index, error output) of the first cell that raised; execution stops there."""
+    for index, cell in enumerate(getattr(nb, "cells", None) or nb.get("cells", [])):
+        for output in cell.get("outputs", []) or []:
+            if output.get("output_type") == "error":
+                return index, output
+    return None
+
+
+def trim_frames(traceback: list[str], ename: str = "", evalue: str = "") -> str:
+    """Plain text of the traceback with library frames dropped; the error line always ends it."""
+    blocks = _blocks([strip_ansi(str(t)) for t in traceback or []])
+    kept, hidden = [], 0
+    for block in blocks:
+        first = block.splitlines()[0] if block.strip() else ""
+        if HEADER.search(first) and not FRAME_START.match(first):
+            continue
+        if _is_library(first):
+            hidden += 1
+            continue
+        if hidden:
+            kept.append(_hidden_note(hidden))
+            hidden = 0
+        kept.append(block.rstrip("\n"))
+    if hidden:
+        kept.append(_hidden_note(hidden))
+    error_line = f"{strip_ansi(ename)}: {strip_ansi(evalue)}".strip() if ename else ""
+    text = "\n".join(kept)
+    if error_line and error_line not in text:
+        text = f"{text}\n{error_line}" if text else error_line
+    lines = text.splitlines()
+    if len(lines) > MAX_LINES:
+        lines = lines[: MAX_LINES // 2] + [f"... ({len(lines) - MAX_LINES} lines cut) ..."] + lines[-MAX_LINES // 2:]
+    return "\n".join(lines)
+
+
+def failing_cell(source: Any) -> dict | None:
+    """{cell (1-based), ename, evalue, traceback (trimmed text)} of an executed notebook, or None."""
+    nb = read_notebook(source)
+    if nb is None:
+        return None
+    found = first_error(nb)
+    if found is None:
+        return None
+    index, output = found
+    ename, evalue = str(output.get("ename", "")), str(output.get("evalue", ""))
+    return {
+        "cell": index + 1,
+        "ename": strip_ansi(ename),
+        "evalue": strip_ansi(evalue),
+        "traceback": trim_frames(list(output.get("traceback", []) or []), ename, evalue),
+    }
+
+
+def _blocks(entries: list[str]) -> list[str]:
+    """One block per frame, also when a kernel flattened the frames into one string."""
+    blocks = []
+    for entry in entries:
+        current: list[str] = []
+        for line in entry.splitlines():
+            if FRAME_START.match(line) and current:
+                blocks.append("\n".join(current))
+                current = []
+            current.append(line)
+        if current:
+            blocks.append("\n".join(current))
+    return blocks
+
+
+def _is_library(first_line: str) -> bool:
+    if CELL_FRAME.match(first_line):
+        return False
+    m = FILE_FRAME.match(first_line)
+    return bool(m and LIBRARY_PATH.search(m.group(1)))
+
+
+def _hidden_note(n: int) -> str:
+    return f"    ... {n} frame{'s' if n != 1 else ''} in library code hidden ..."

@@ -1,0 +1,118 @@
+"""The lab kit students import as `src.fmnist_utils`: get_data, build_mlp, train.
+
+It also exports torch, nn, optim, np and plt, because the lab notebook uses those names
+without importing them (earlier labs did `from src.fmnist_utils import *`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import matplotlib
+
+
+def _backend_chosen() -> bool:
+    """True when MPLBACKEND, a matplotlibrc or a kernel (inline) already picked a backend."""
+    getter = getattr(matplotlib.rcParams, "_get_backend_or_none", None)
+    return bool(os.environ.get("MPLBACKEND")) or getter is None or getter() is not None
+
+
+if not _backend_chosen():
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn, optim  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from reference import fmnist  # noqa: E402
+
+__all__ = ["get_data", "build_mlp", "train", "torch", "nn", "optim", "np", "plt"]
+
+EVAL_CHUNK = 8192
+_announced = False
+
+
+def _device() -> torch.device:
+    """CUDA when present: the lab's budget of 10 epochs assumes a GPU, the CPU still works."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def get_data(data_dir=None):
+    """-> ((x_train, y_train), (x_test, y_test)): float32 [N, 784] in [0, 1], int64 labels.
+
+    Never downloads: a notebook runs offline in the sandbox, so a missing data dir is a
+    one-line error naming where the files should be.
+    """
+    global _announced
+    x_train, y_train, x_test, y_test, info = fmnist.load_arrays(data_dir, download=False)
+    if not _announced:
+        print(f"fmnist_utils: loaded {info.kind} Fashion-MNIST from {info.dir} "
+              f"({info.n_train} train, {info.n_test} test images)", file=sys.stderr)
+        _announced = True
+
+    def images(a):
+        return torch.from_numpy(a).to(torch.float32).div_(255.0)
+
+    def labels(a):
+        return torch.from_numpy(a).to(torch.int64)
+
+    return (images(x_train), labels(y_train)), (images(x_test), labels(y_test))
+
+
+def build_mlp(input_dim, output_dim, hidden_dim=512):
+    """Linear -> ReLU -> Linear, PyTorch's default initialisation."""
+    return nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, output_dim))
+
+
+def _evaluate(loss, model, x, y):
+    """Loss and accuracy on the whole set, in eval mode, in chunks to bound memory."""
+    model.eval()
+    total_loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    with torch.no_grad():
+        for i in range(0, len(x), EVAL_CHUNK):
+            xb, yb = x[i:i + EVAL_CHUNK], y[i:i + EVAL_CHUNK]
+            out = model(xb)
+            total_loss += loss(out, yb).float() * len(xb)
+            correct += (out.argmax(1) == yb).sum()
+    model.train()
+    return total_loss.item() / len(x), correct.item() / len(x)
+
+
+def train(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_epochs):
+    """SGD for n_epochs; -> H with per-epoch lists acc, test_acc, loss, test_loss.
+
+    acc and loss average the epoch's training examples as their minibatches were trained
+    (Keras's running average, free); test_acc and test_loss cover the whole test set after
+    the epoch. Shuffling uses torch's global generator, so torch.manual_seed fixes a run.
+    """
+    dev = _device()
+    model.to(dev)
+    x_train, y_train = x_train.to(dev), y_train.to(dev)
+    x_test, y_test = x_test.to(dev), y_test.to(dev)
+    n = len(x_train)
+    H = {"acc": [], "test_acc": [], "loss": [], "test_loss": []}
+    model.train()
+    for _ in tqdm(range(n_epochs), file=sys.stderr):
+        perm = torch.randperm(n).to(dev)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.int64)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            optim.zero_grad()
+            out = model(xb)
+            batch_loss = loss(out, yb)
+            batch_loss.backward()
+            optim.step()
+            loss_sum += batch_loss.detach().float() * len(idx)
+            correct += (out.detach().argmax(1) == yb).sum()
+        H["loss"].append(loss_sum.item() / n)
+        H["acc"].append(correct.item() / n)
+        test_loss, test_acc = _evaluate(loss, model, x_test, y_test)
+        H["test_loss"].append(test_loss)
+        H["test_acc"].append(test_acc)
+    return H

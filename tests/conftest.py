@@ -1,0 +1,55 @@
+"""Shared fixtures: a small synthetic Fashion-MNIST and a kernel of this interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+SMALL_TRAIN = 3000
+SMALL_TEST = 500
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A data dir with 3000 train / 500 test synthetic images (seed 0), written once per session."""
+    from reference.synth import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("fmnist-small"), n_train=SMALL_TRAIN, n_test=SMALL_TEST, seed=0)
+
+
+@pytest.fixture(scope="session")
+def python_kernel(tmp_path_factory):
+    """A kernelspec that runs ipykernel with this very interpreter (not whatever `python3` resolves to).
+
+    -> (kernel_name, KernelSpecManager) for nbclient.NotebookClient's kernel manager.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    root = tmp_path_factory.mktemp("kernels")
+    name = "labgrader-test-python"
+    (root / name).mkdir()
+    (root / name / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "labgrader tests", "language": "python",
+    }))
+    return name, KernelSpecManager(kernel_dirs=[str(root)])
+
+
+@pytest.fixture
+def run_notebook(python_kernel):
+    """Execute a notebook in a folder with extra environment variables; -> the executed notebook."""
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    name, ksm = python_kernel
+
+    def run(nb, cwd, env=None, timeout=120):
+        km = KernelManager(kernel_name=name, kernel_spec_manager=ksm)
+        client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(cwd)}})
+        client.execute(env={**os.environ, **(env or {})})
+        return nb
+
+    return run
