@@ -348,7 +348,7 @@ def grade_command(args) -> int:
         else:
             store.discard(sub.student)
         results[sub.student] = result
-        report.write_feedback(out, _apply_overrides([result], overrides, spec)[0], spec, ctx.hide)
+        report.write_feedback(out, _apply_overrides([result], overrides, spec)[0], spec, ctx.hide, ref)
         publish()
 
     run_pool(todo, ctx, jobs, finish, done=len(results), total=len(subs))
@@ -357,8 +357,11 @@ def grade_command(args) -> int:
         if stored is not None:
             results[sub.student] = stored
     final = publish()
+    graded_now = {sub.student for sub, _ in todo}
     for r in final:
-        report.write_feedback(out, r, spec, ctx.hide)
+        if r["student"] not in graded_now:
+            report.write_feedback(out, r, spec, ctx.hide, ref)
+    report.write_class_report(out, final, spec, ref)
     _print_summary(args, out, final, ref, len(todo), len(subs) - len(todo))
     return 0
 
@@ -436,8 +439,8 @@ def _apply_overrides(results: list[dict], overrides, spec) -> list[dict]:
 def _print_summary(args, out: Path, results: list[dict], ref, graded_now: int, reused: int) -> None:
     from grader import report
 
-    paths = {"gradebook": out / "gradebook.csv", "results": out / "results.json",
-             "feedback": out / "feedback", "executed": out / "executed"}
+    paths = {"gradebook": out / "grades.csv", "results": out / "results.json",
+             "feedback": out / "feedback", "executed": out / "executed", "summary": out / "summary.html"}
     if getattr(args, "json", False):
         import json
 
@@ -455,7 +458,8 @@ def _print_summary(args, out: Path, results: list[dict], ref, graded_now: int, r
     print()
     print(f"gradebook: {paths['gradebook']}")
     print(f"results:   {paths['results']}")
-    print(f"feedback:  {paths['feedback']}{os.sep}")
+    print(f"feedback:  {paths['feedback']}{os.sep} (Markdown and HTML per student)")
+    print(f"summary:   {paths['summary']}")
     if any(r.get("executed") for r in results):
         print(f"executed:  {paths['executed']}{os.sep}")
 

@@ -81,16 +81,34 @@ def summary_table(results: list[dict]) -> str:
 
 
 def write_outputs(out: Path, header: dict, results: list[dict], spec) -> None:
-    """gradebook.csv and results.json from the current results (cheap: called after every student)."""
-    write_text_atomic(out / "gradebook.csv", gradebook_csv(results, spec))
+    """grades.csv and results.json from the current results (cheap: called after every student)."""
+    write_text_atomic(out / "grades.csv", gradebook_csv(results, spec))
     write_json_atomic(out / "results.json", results_document(header, results))
 
 
-def write_feedback(out: Path, result: dict, spec, hidden: bool) -> Path:
-    path = out / "feedback" / f"{result['student']}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) -> Path:
+    """Markdown feedback always; the HTML page with learning curves when the reference is at hand."""
+    folder = out / "feedback"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result['student']}.md"
     write_text_atomic(path, feedback_markdown(result, spec, hidden))
+    if reference is not None:
+        from grader.feedback_html import render_feedback_html
+
+        executed = out / result["executed"] if result.get("executed") else None
+        html = render_feedback_html(result, spec, reference, hide_answers=hidden,
+                                    executed_notebook=executed if executed and executed.is_file() else None)
+        write_text_atomic(folder / f"{result['student']}.html", html)
     return path
+
+
+def write_class_report(out: Path, results: list[dict], spec, reference) -> None:
+    """OUT/summary.json and OUT/summary.html: the same numbers, for scripts and for people."""
+    from grader.summary import class_summary, render_summary_html
+
+    summary = class_summary(results, spec, reference)
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.html", render_summary_html(summary, title=f"Lab {spec.assignment_id}: {spec.title}"))
 
 
 def _cell(text: str) -> str:

@@ -19,6 +19,7 @@ from urllib.request import urlopen
 
 import numpy as np
 
+from grader.atomic import write_bytes_atomic
 from grader.errors import UserError
 
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -139,16 +140,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     payload = idx_bytes(array)
     if path.suffix == ".gz":
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, payload)
 
 
 def find_file(data_dir: Path, name: str) -> Path | None:
@@ -182,6 +174,7 @@ def _download_one(name: str, data_dir: Path) -> Path:
         with os.fdopen(fd, "wb") as out, urlopen(url, timeout=60) as resp:
             shutil.copyfileobj(resp, out)
         got = _digest(Path(tmp), "md5")
+        os.chmod(tmp, 0o644)
         if got != MD5[name]:
             raise UserError(f"{name} downloaded from {url} has md5 {got}, expected {MD5[name]}; "
                             f"download it by hand into {data_dir}")

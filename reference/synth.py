@@ -259,6 +259,7 @@ def demo_data_dir() -> Path:
         raise UserError(f"cannot create the demo data cache in {target.parent} ({e.strerror or e}); set LABGRADER_CACHE to a writable folder")
     try:
         print(f"labgrader: generating the demo's synthetic Fashion-MNIST in {target} (once)", file=sys.stderr)
+        os.chmod(tmp, 0o755)
         write_synthetic(tmp)
         try:
             os.rename(tmp, target)

@@ -81,7 +81,7 @@ def test_every_submission_gets_one_status_and_a_one_line_reason(setup, capsys):
     out = capsys.readouterr()
     assert "Traceback" not in out.err + out.out
     assert "alice" in out.out and "graded" in out.out and "16/16" in out.out
-    assert f"gradebook: {setup['out'] / 'gradebook.csv'}" in out.out
+    assert f"gradebook: {setup['out'] / 'grades.csv'}" in out.out
 
 
 def test_the_executor_gets_the_spec_preamble_data_dir_and_sandbox(setup):
@@ -94,7 +94,7 @@ def test_the_executor_gets_the_spec_preamble_data_dir_and_sandbox(setup):
 
 def test_gradebook_csv_has_the_promised_columns(setup):
     main(setup["argv"])
-    with open(setup["out"] / "gradebook.csv", newline="") as f:
+    with open(setup["out"] / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
         assert f.seek(0) == 0 and f.readline().strip() == ",".join(["student", "status", "reason", "total", "max", *QIDS, "review"])
     assert [r["student"] for r in rows] == sorted(EXPECTED)
@@ -136,10 +136,10 @@ def test_hide_answers_keeps_expected_values_out_of_feedback_and_results(setup):
 def test_a_rerun_skips_finished_unchanged_students_and_force_redoes_them(setup, capsys):
     main(setup["argv"])
     assert len(setup["calls"]) == 11
-    first = (setup["out"] / "gradebook.csv").read_text()
+    first = (setup["out"] / "grades.csv").read_text()
     main(setup["argv"])
     assert [c["student"] for c in setup["calls"][11:]] == ["heidi"]
-    assert (setup["out"] / "gradebook.csv").read_text() == first
+    assert (setup["out"] / "grades.csv").read_text() == first
     assert "10 unchanged submission(s) already graded" in capsys.readouterr().err
     main(setup["argv"] + ["--force"])
     assert len(setup["calls"]) == 23
