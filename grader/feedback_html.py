@@ -9,6 +9,7 @@ own choice.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -204,6 +205,16 @@ def _expected(q, entry: dict, qref: dict) -> str:
 
 
 def _figure(plot: dict) -> str:
+    return _figure_cached(json.dumps(plot, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=512)
+def _figure_cached(plot_json: str) -> str:
+    """A class shares a handful of (question, choice) figures: each is drawn once per process."""
+    return _draw_figure(json.loads(plot_json))
+
+
+def _draw_figure(plot: dict) -> str:
     """The curves of the student's choice (and, unless hidden, of the best value) beside the sweep's table."""
     key = METRIC_CURVE.get(plot["metric"], "acc")
     curve_words = CURVE_WORDS[key]

@@ -1,0 +1,214 @@
+"""The whole grader on real notebooks in the real sandbox: LMS downloads in, hostile notebooks,
+a SIGKILL mid-batch, overrides, and exports back out. Uses the bundled demo reference and the
+example submissions, so it checks that they grade as they were built to."""
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from grader.cli import main
+
+pytestmark = pytest.mark.sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "submissions"
+EXPECTED = {"ada_right": ("graded", 16.0), "ben_wrong": ("invalid-answers", 0.0),
+            "cho_crash": ("error", 8.0), "dev_silent": ("no-answers", 0.0)}
+CANVAS_IDS = {"ada_right": "101", "ben_wrong": "102", "cho_crash": "103", "dev_silent": "104"}
+FAST = ["--cell-timeout", "60", "--timeout", "120"]
+
+
+def grade(*args: str) -> tuple[int, dict]:
+    """Run `labgrader grade --json` in-process and return its exit code and JSON summary."""
+    buf = io.StringIO()
+    old, sys.stdout = sys.stdout, buf
+    try:
+        code = main(["grade", *args, "--json"])
+    finally:
+        sys.stdout = old
+    return code, json.loads(buf.getvalue())
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def canvas_zip(tmp_path_factory) -> Path:
+    """The example submissions as a Canvas bulk download, plus two entries that try to escape."""
+    path = tmp_path_factory.mktemp("lms") / "submissions.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for student, uid in CANVAS_IDS.items():
+            late = "_LATE" if student == "ben_wrong" else ""
+            name = student.replace("_", "")
+            z.write(EXAMPLES / student / "lab7b.ipynb", f"{name}{late}_{uid}_{5000 + int(uid)}_lab7b.ipynb")
+        z.writestr("../evil.ipynb", "{}")
+        z.writestr("/tmp/evil_abs.ipynb", "{}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def canvas_out(canvas_zip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "canvas"
+    code, summary = grade(str(canvas_zip), "--out", str(out), "-j", "2", *FAST)
+    assert code == 0
+    return out, summary
+
+
+def by_student(summary: dict) -> dict:
+    return {s["student"].split("_")[0]: s for s in summary["students"]}
+
+
+def test_a_canvas_zip_of_the_examples_grades_as_they_were_built(canvas_out):
+    out, summary = canvas_out
+    got = by_student(summary)
+    for student, (status, total) in EXPECTED.items():
+        s = got[student.replace("_", "")]
+        assert (s["status"], s["total"]) == (status, total), s
+    assert "cell" in got["chocrash"]["reason"] and "KeyError" in got["chocrash"]["reason"]
+    assert not (out.parent / "evil.ipynb").exists() and not Path("/tmp/evil_abs.ipynb").exists()
+    refused = json.loads((out / "lms" / "lms.json").read_text())["refused"]
+    assert len(refused) == 2 and all(r["reason"] for r in refused)
+
+
+def test_every_html_feedback_has_every_question_and_a_png_per_numeric_one(canvas_out):
+    from html.parser import HTMLParser
+
+    from reference.spec import load_spec
+
+    spec = load_spec()
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.text, self.pngs = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            src = dict(attrs).get("src") or ""
+            self.pngs += tag == "img" and src.startswith("data:image/png;base64,iVBOR")
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    out, _ = canvas_out
+    pages = sorted((out / "feedback").glob("*.html"))
+    assert len(pages) == 4
+    for page in pages:
+        p = Page()
+        p.feed(page.read_text())
+        text = " ".join(p.text)
+        assert all(q.id in text for q in spec.questions), page.name
+        if "adaright" in page.name:
+            assert p.pngs >= sum(q.kind == "optimum" for q in spec.questions)
+
+
+def test_canvas_export_with_a_roster_then_overrides_change_everything_consistently(canvas_out, tmp_path):
+    out, _ = canvas_out
+    roster = tmp_path / "roster.csv"
+    lines = ["Student,ID,SIS User ID,SIS Login ID,Section,Lab 7b (77)", "    Points Possible,,,,,16"]
+    lines += [f"{s},{uid},S{uid},{s},A," for s, uid in CANVAS_IDS.items()] + ["Absent Student,105,S105,absent,A,"]
+    roster.write_text("\n".join(lines) + "\n")
+
+    def export() -> dict:
+        assert main(["export", str(out), "--to", "canvas", "--roster", str(roster), "--dest", str(tmp_path / "c.csv")]) == 0
+        table = rows(tmp_path / "c.csv")
+        return {r["ID"]: r["Lab 7b (77)"] for r in table if r["ID"]}
+
+    grades = export()
+    assert len(grades) == 5
+    assert {grades[uid] for s, uid in CANVAS_IDS.items() if s == "ada_right"} == {"16"}
+    assert grades["103"] == "8" and grades["105"] == "0"
+
+    ada = next(s for s in os.listdir(out / "feedback") if s.startswith("adaright")).rsplit(".", 1)[0]
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text(f"student,question,points,comment\n{ada},ex1.d,1,Explain why more updates help.\n")
+    code, summary = grade(str(out / "lms" / "submissions"), "--out", str(out), "--overrides", str(overrides), *FAST)
+    assert code == 0 and summary["graded_now"] == 0
+    assert next(r for r in rows(out / "grades.csv") if r["student"] == ada)["total"] in ("15", "15.0")
+    assert "Explain why more updates help." in (out / "feedback" / f"{ada}.md").read_text()
+    assert "Explain why more updates help." in (out / "feedback" / f"{ada}.html").read_text()
+    assert export()["101"] == "15"
+
+
+def test_a_moodle_download_grades_and_exports_to_the_worksheet(tmp_path):
+    root = tmp_path / "moodle"
+    for i, student in enumerate(["ada_right", "dev_silent"], start=1):
+        folder = root / f"{student.replace('_', ' ').title()}_{900 + i}_assignsubmission_file_"
+        folder.mkdir(parents=True)
+        shutil.copy(EXAMPLES / student / "lab7b.ipynb", folder / "lab7b.ipynb")
+    out = tmp_path / "out"
+    code, summary = grade(str(root), "--out", str(out), "-j", "2", *FAST)
+    assert code == 0
+    assert sorted((s["status"], s["total"]) for s in summary["students"]) == [("graded", 16.0), ("no-answers", 0.0)]
+    worksheet = tmp_path / "worksheet.csv"
+    worksheet.write_text("Identifier,Full name,Email address,Status,Grade,Maximum Grade,Grade can be changed,"
+                         "Last modified (submission),Last modified (grade),Feedback comments\n"
+                         "Participant 901,Ada Right,ada@example.org,Submitted,,16,Yes,,,\n"
+                         "Participant 902,Dev Silent,dev@example.org,Submitted,,16,Yes,,,\n"
+                         "Participant 903,Eve Absent,eve@example.org,No submission,,16,Yes,,,\n")
+    assert main(["export", str(out), "--to", "moodle", "--roster", str(worksheet), "--dest", str(tmp_path / "m.csv")]) == 0
+    grades = {r["Identifier"]: r["Grade"] for r in rows(tmp_path / "m.csv")}
+    assert grades == {"Participant 901": "16", "Participant 902": "0", "Participant 903": "0"}
+
+
+def _notebook(folder: Path, *sources: str) -> None:
+    folder.mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), folder / "lab7b.ipynb")
+
+
+GOOD = 'import json\njson.dump({"a": "0.03", "b": "yes, it underfits", "c": 256, "d": ""}, open("7b_ex1.json", "w"))'
+
+
+def test_hostile_notebooks_get_their_status_and_the_rest_of_the_batch_is_graded(tmp_path):
+    subs = tmp_path / "class"
+    _notebook(subs / "good", GOOD)
+    _notebook(subs / "loop", "x = 1", "while True:\n    pass")
+    _notebook(subs / "link", "import os\nos.symlink('/etc/passwd', '7b_ex1.json')")
+    (subs / "notjson").mkdir()
+    (subs / "notjson" / "lab7b.ipynb").write_text("this is not a notebook")
+    (subs / "empty").mkdir()
+    (subs / "empty" / "lab7b.ipynb").write_text("")
+    code, summary = grade(str(subs), "--out", str(tmp_path / "out"), "-j", "2",
+                          "--cell-timeout", "4", "--timeout", "60", "--memory", "4096")
+    assert code == 0
+    got = {s["student"]: s for s in summary["students"]}
+    assert got["good"]["status"] == "graded" and got["good"]["total"] > 0
+    assert got["loop"]["status"] == "timeout" and "cell 2" in got["loop"]["reason"]
+    assert got["link"]["status"] in ("invalid-answers", "no-answers") and "link" in got["link"]["reason"].lower()
+    for name in ("notjson", "empty"):
+        assert got[name]["status"] == "error" and "\n" not in got[name]["reason"]
+
+
+def test_grade_killed_mid_batch_resumes_with_only_the_unfinished(tmp_path):
+    subs = tmp_path / "class"
+    for i in range(5):
+        _notebook(subs / f"s{i}", GOOD)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "grader", "grade", str(subs), "--out", str(out), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / ".state").glob("*.json")) if (out / ".state").is_dir() else []) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / ".state").glob("*.json")))
+    assert 2 <= finished < 5
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["graded_now"] == 5 - finished and summary["reused"] == finished
+    students = [r["student"] for r in rows(out / "grades.csv")]
+    assert sorted(students) == [f"s{i}" for i in range(5)]
