@@ -53,3 +53,19 @@ def run_notebook(python_kernel):
         return nb
 
     return run
+
+
+@pytest.fixture(scope="module")
+def sp():
+    """The small fake spec of tests/fakes.py (shared by the report tests)."""
+    from fakes import spec
+
+    return spec()
+
+
+@pytest.fixture(scope="module")
+def ref(sp):
+    """A hand-made reference artifact for `sp`, with known tie sets and truths."""
+    from fakes import fake_reference
+
+    return fake_reference(sp)

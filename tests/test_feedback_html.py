@@ -3,23 +3,12 @@ import re
 import nbformat
 import pytest
 
-from fakes import (GOOD_ANSWERS, WRONG_ANSWERS, Page, decode_png, error_notebook, fake_reference, fake_result,
-                   spec as load_fake_spec)
+from fakes import (GOOD_ANSWERS, WRONG_ANSWERS, Page, decode_png, error_notebook, fake_result)
 from grader.feedback_html import optimum_plot, render_feedback_html
 from grader.overrides import Override, apply_overrides
 from grader.traceback_trim import failing_cell, trim_frames
 
 HOSTILE = "<script>alert(1)</script>"
-
-
-@pytest.fixture(scope="module")
-def sp():
-    return load_fake_spec()
-
-
-@pytest.fixture(scope="module")
-def ref(sp):
-    return fake_reference(sp)
 
 
 @pytest.fixture(scope="module")

@@ -4,21 +4,11 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from fakes import GOOD_ANSWERS, WRONG_ANSWERS, fake_reference, fake_result, spec as load_fake_spec
+from fakes import GOOD_ANSWERS, WRONG_ANSWERS, fake_result
 from grader.errors import UserError
 from grader.overrides import Override, apply_overrides, by_student, load_overrides
 
 STUDENTS = ["ann", "bob", "dan"]
-
-
-@pytest.fixture(scope="module")
-def sp():
-    return load_fake_spec()
-
-
-@pytest.fixture(scope="module")
-def ref(sp):
-    return fake_reference(sp)
 
 
 @pytest.fixture

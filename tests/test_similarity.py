@@ -1,15 +1,9 @@
 import pytest
 
-from fakes import spec as load_fake_spec
 from grader.similarity import jaccard, shingles, similar_pairs, words
 
 TEXT = ("A larger learning rate takes bigger steps along the gradient, so each update moves the weights "
         "further, and a smaller batch gives more updates per epoch with noise that helps escape saddle points.")
-
-
-@pytest.fixture(scope="module")
-def sp():
-    return load_fake_spec()
 
 
 def _result(student, **answers):

@@ -2,19 +2,9 @@ import json
 
 import pytest
 
-from fakes import GOOD_ANSWERS, WRONG_ANSWERS, Page, decode_png, fake_reference, fake_result, spec as load_fake_spec
+from fakes import GOOD_ANSWERS, WRONG_ANSWERS, Page, decode_png, fake_result
 from grader.overrides import Override, apply_overrides
 from grader.summary import class_summary, render_summary_html
-
-
-@pytest.fixture(scope="module")
-def sp():
-    return load_fake_spec()
-
-
-@pytest.fixture(scope="module")
-def ref(sp):
-    return fake_reference(sp)
 
 
 @pytest.fixture(scope="module")
