@@ -131,10 +131,12 @@ def find_notebook(workdir: Path) -> Path:
 # running ---------------------------------------------------------------------------------------
 
 def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, sandbox: bool = True,
-                     slot: int = 0, seed: int = 0, threads: int = DEFAULT_THREADS) -> ExecResult:
+                     slot: int = 0, seed: int = 0, threads: int = DEFAULT_THREADS,
+                     stop: threading.Event | None = None) -> ExecResult:
     """Execute a prepared notebook in its work dir under `limits`; never raises for the notebook's faults.
 
-    Raises UserError only for the grader's own setup: no bubblewrap, no data dir.
+    Raises UserError only for the grader's own setup: no bubblewrap, no data dir. Setting `stop`
+    (the grader was interrupted) kills the sandbox at once and raises ExecutionStopped.
     """
     workdir = Path(workdir).resolve()
     notebook = Path(notebook).absolute()
@@ -170,23 +172,37 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
         argv = sb.direct_argv(limits, sb.runner_argv(state / "job.json"))
 
     start = time.monotonic()
-    returncode, killed, log = _run(argv, env, workdir, limits.timeout + HOST_GRACE_S, group_kill=not sandbox)
+    returncode, killed, log = _run(argv, env, workdir, limits.timeout + HOST_GRACE_S, group_kill=not sandbox, stop=stop)
     duration = round(time.monotonic() - start, 3)
     if killed and sandbox and sb.privileged():
         _await_uid_gone(sb.uid_for_slot(slot))
     return _interpret(_read_status(workdir), workdir, limits, returncode, killed, log, duration)
 
 
-def _run(argv, env, cwd, wall_s, *, group_kill: bool) -> tuple[int | None, bool, str]:
-    """Run to the end or to wall_s; -> (return code, killed for time, tail of its output)."""
+class ExecutionStopped(Exception):
+    """The grader asked a running notebook to stop (Ctrl-C): its result must not be kept."""
+
+
+def _run(argv, env, cwd, wall_s, *, group_kill: bool, stop: threading.Event | None = None) -> tuple[int | None, bool, str]:
+    """Run to the end, to wall_s or to `stop`; -> (return code, killed for time, tail of its output)."""
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     tail: collections.deque[bytes] = collections.deque()
     reader = threading.Thread(target=_drain, args=(proc.stdout, tail), daemon=True)
     reader.start()
     killed = False
+    deadline = time.monotonic() + wall_s
     try:
-        proc.wait(timeout=wall_s)
+        while proc.poll() is None:
+            if stop is not None and stop.is_set():
+                raise ExecutionStopped("stopped by the grader")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(argv, wall_s)
+            try:
+                proc.wait(timeout=min(left, 0.25))
+            except subprocess.TimeoutExpired:
+                pass
     except subprocess.TimeoutExpired:
         killed = True
         _stop(proc, group_kill)

@@ -7,14 +7,14 @@ becomes that student's status and one-line reason. Finished students are stored 
 
 from __future__ import annotations
 
-import inspect
 import os
 import queue
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,6 +55,7 @@ class Context:
     no_execute: bool
     hide: bool
     threads: int
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 # discovery -------------------------------------------------------------------------------------
@@ -238,9 +239,7 @@ def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
 
     notebook = prepare_workdir(sub.path, workdir, answer_files=ctx.spec.answer_files)
     kwargs = dict(limits=ctx.limits, data_dir=ctx.data_dir, preamble=ctx.spec.preamble,
-                  sandbox=ctx.sandbox, slot=slot, seed=0)
-    if "threads" in inspect.signature(execute_notebook).parameters:
-        kwargs["threads"] = ctx.threads
+                  sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop)
     try:
         return execute_notebook(notebook, workdir, **kwargs)
     except UserError as e:
@@ -286,13 +285,15 @@ def grade_command(args) -> int:
     def say(line: str) -> None:
         print(f"labgrader: {line}", file=sys.stderr)
 
-    jobs = int(getattr(args, "jobs", 1) or 1)
+    jobs = int(getattr(args, "jobs", 1))
     if jobs < 1:
         raise UserError("-j/--jobs must be at least 1")
     spec = load_spec(getattr(args, "spec", None))
     out = Path(args.out)
     root = submissions_root(Path(args.submissions), getattr(args, "layout", "auto") or "auto", out, spec, say)
     subs = discover(root)
+    if not subs:
+        raise UserError(f"{args.submissions}: no submissions found (expected one sub-folder or one <student>.ipynb per student)")
     ref = reference_for(getattr(args, "reference", None), spec, say)
     overrides = _load_overrides(args, spec, subs)
     limits = limits_from_args(args)
@@ -404,7 +405,8 @@ def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish
             bar.set_postfix_str(f"{sub.student}: {result['status']}", refresh=False)
             bar.update(1)
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        ctx.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
         bar.close()
@@ -451,10 +453,7 @@ def _print_summary(args, out: Path, results: list[dict], ref, graded_now: int, r
             "students": [{k: r[k] for k in ("student", "status", "reason", "total", "max", "review")} for r in results],
         }, indent=2))
         return
-    if results:
-        print(report.summary_table(results))
-    else:
-        print("no submissions found")
+    print(report.summary_table(results))
     print()
     print(f"gradebook: {paths['gradebook']}")
     print(f"results:   {paths['results']}")

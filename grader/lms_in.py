@@ -105,6 +105,8 @@ def materialize(path: str | Path, layout: str, workdir: str | Path, *, known_nam
         root = path
     elif path.is_dir():
         root = _unwrap(path, archive=False) if layout != "folders" else path
+    elif path.is_file() and path.suffix.lower() == ".zip":
+        raise UserError(f"{path}: is not a valid zip archive (damaged or incomplete download?)")
     else:
         raise UserError(f"{path}: neither a folder, a .zip nor a .ipynb")
 

@@ -32,7 +32,7 @@ CPU_GRACE_S = 5
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone",
              "nsswitch.conf", "hosts", "host.conf", "mime.types", "os-release", "fonts")
-HIDDEN_IN_PACKAGES = {"reference": ("demo",)}
+HIDDEN_IN_PACKAGES = {"reference": ("demo", "specs")}  # expected answers and rubric keywords
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "LABGRADER_THREADS")
 NO_BWRAP = "bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt install bubblewrap) or pass --no-sandbox to run notebooks unsandboxed"

@@ -108,11 +108,21 @@ def parse_answer_bytes(name: str, raw: bytes) -> dict:
     def no_constant(word):
         raise ValueError(f"{word} is not allowed in JSON")
 
+    def no_repeats(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} appears twice")
+            seen.add(key)
+        return dict(pairs)
+
     try:
-        data = json.loads(text, parse_constant=no_constant)
+        data = json.loads(text, parse_constant=no_constant, object_pairs_hook=no_repeats)
     except json.JSONDecodeError as e:
         raise UserError(f"{name}: is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", 1)
-    except (ValueError, RecursionError) as e:
+    except RecursionError:
+        raise UserError(f"{name}: is not valid JSON: nested too deeply", 1)
+    except ValueError as e:
         raise UserError(f"{name}: is not valid JSON: {e}", 1)
     if not isinstance(data, dict):
         raise UserError(f"{name}: holds {_json_kind(data)}, not an object with the answer keys", 1)
@@ -201,7 +211,11 @@ def _normalize(kind: str, raw: Any):
     if kind == "number":
         return float(raw)
     if kind == "integer":
-        return raw if isinstance(raw, int) else int(str(raw).strip().lstrip("+").split(".")[0])
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float):
+            return int(raw)
+        return int(float(str(raw).strip()))
     if kind == "yesno":
         if isinstance(raw, bool):
             return YesNo(raw, "")
@@ -226,7 +240,9 @@ def _numeric(value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except (ValueError, OverflowError):
+    except OverflowError:
+        return math.inf
+    except ValueError:
         return None
 
 

@@ -201,6 +201,8 @@ def run_command(args) -> int:
         raise UserError(f"--epochs {epochs}: need at least one epoch")
     device = resolve_device(args.device)
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give the artifact's file name, e.g. {out / 'reference.json'}")
     x_train, y_train, x_test, y_test, info = fmnist.load_arrays(args.data_dir, download=True)
     if x_train.shape[1] != spec.input_dim:
         raise UserError(f"the data has {x_train.shape[1]} pixels per image but spec model.input_dim is {spec.input_dim}")

@@ -166,7 +166,7 @@ def fake_execute_module(calls: list) -> types.ModuleType:
             raise UserError("no notebook (.ipynb) in the submission")
         return notebooks[0]
 
-    def execute_notebook(nb_path, workdir, *, limits, data_dir, preamble, sandbox=True, slot=0, seed=0):
+    def execute_notebook(nb_path, workdir, *, limits, data_dir, preamble, sandbox=True, slot=0, seed=0, threads=2, stop=None):
         nb_path, workdir = Path(nb_path), Path(workdir)
         calls.append({"student": workdir.name, "notebook": nb_path.name, "slot": slot, "data_dir": data_dir, "preamble": preamble,
                       "sandbox": sandbox, "limits": limits})

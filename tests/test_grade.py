@@ -294,3 +294,16 @@ def test_a_missing_data_dir_is_a_usage_error(setup, capsys):
     argv[argv.index("--data-dir") + 1] = str(setup["data"] / "nope")
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().endswith("(--data-dir) is not a folder")
+
+
+def test_an_empty_class_or_zero_jobs_is_a_usage_error_not_an_empty_gradebook(tmp_path, capsys):
+    ref = write_artifact(tmp_path / "ref.json")
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "notes.txt").write_text("no notebooks here")
+    argv = ["grade", str(tmp_path / "class"), "--reference", str(ref), "--out", str(tmp_path / "o"), "--no-execute"]
+    assert main(argv) == 2
+    assert "no submissions found" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "grades.csv").exists()
+    (tmp_path / "class" / "ann").mkdir()
+    assert main(argv + ["-j", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "labgrader: -j/--jobs must be at least 1"

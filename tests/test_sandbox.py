@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -377,3 +378,23 @@ def test_prepare_skips_links_out_and_needs_one_notebook(tmp_path):
     nbformat.write(notebook("2"), folder / "copy.ipynb")
     with pytest.raises(UserError, match="2 notebooks .* submit exactly one"):
         prepare_workdir(folder, tmp_path / "work2", answer_files=ANSWERS)
+
+
+def test_a_stop_request_ends_the_sandbox_at_once(tmp_path):
+    """Ctrl-C in `grade`: the running notebooks are killed, not waited for."""
+    import threading
+
+    from grader.execute import ExecutionStopped
+
+    workdir = tmp_path / "work"
+    nb = prepare_workdir(submit(tmp_path, notebook("while True:\n    pass")), workdir, answer_files=ANSWERS)
+    stop = threading.Event()
+    threading.Timer(3.0, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(ExecutionStopped):
+        execute_notebook(nb, workdir, limits=FAST, data_dir=None, preamble=[], slot=SLOT, stop=stop)
+    assert time.monotonic() - start < 8
+    deadline = time.monotonic() + 10
+    while uid_processes(sandbox.uid_for_slot(SLOT)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert uid_processes(sandbox.uid_for_slot(SLOT)) == []

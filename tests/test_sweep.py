@@ -283,3 +283,10 @@ def test_sweep_restores_torch_threads(tmp_path, tiny_spec, synthetic_data):
     before = torch.get_num_threads()
     assert main(run_args(tiny_spec, synthetic_data, tmp_path / "ref.json")) == 0
     assert torch.get_num_threads() == before
+
+
+def test_out_naming_a_folder_is_refused_before_any_training(tmp_path, tiny_spec, synthetic_data, capsys):
+    argv = ["reference", "run", "--spec", str(tiny_spec), "--data-dir", str(synthetic_data), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"labgrader: --out {tmp_path}: is a folder; give the artifact's file name, e.g. {tmp_path / 'reference.json'}"
+    assert not list(tmp_path.glob("*.runs.jsonl"))

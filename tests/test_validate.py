@@ -89,6 +89,12 @@ def test_invalid_answers_give_one_exact_line(data, message):
     assert validate_answers(EX1, data) == [message]
 
 
+def test_huge_whole_numbers_parse_or_are_refused_without_crashing():
+    parsed = parse_answers(EX1, {"c": 1e20})["c"].value
+    assert parsed == 10**20 and isinstance(parsed, int)
+    assert validate_answers(EX1, {"c": 10**400}) == [f"7b_ex1.json: c: {str(10**400)[:39]}… is not a finite number"]
+
+
 def test_every_error_is_reported_one_line_each_in_key_order():
     errors = validate_answers(EX2, {"z": 1, "a": "fast", "b": "big", "c": "perhaps", "d": 7, "y": 2})
     assert errors == [
@@ -172,3 +178,12 @@ def test_unusable_content_is_one_line(tmp_path, raw, message):
 def test_a_missing_file_is_an_io_error(tmp_path):
     e = _read_error(tmp_path / EX1)
     assert (str(e), e.exit_code) == ("7b_ex1.json: no such file", 2)
+
+
+def test_a_repeated_key_or_deep_nesting_is_named_not_merged(tmp_path):
+    from grader.validate import parse_answer_bytes
+
+    with pytest.raises(UserError, match=r"^7b_ex1.json: is not valid JSON: key 'a' appears twice$"):
+        parse_answer_bytes("7b_ex1.json", b'{"a": 0.1, "a": "yes"}')
+    with pytest.raises(UserError, match=r"nested too deeply$"):
+        parse_answer_bytes("7b_ex1.json", b"[" * 100000 + b"]" * 100000)
