@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from grader.errors import UserError
+
 
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Persist a rename: without this a power cut can forget the new directory entry."""
@@ -71,3 +73,11 @@ def write_json_atomic(path: str | os.PathLike, obj, *, indent: int | None = 1) -
     """JSON as the standard allows it: NaN and Infinity are refused, not written."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
     return write_text_atomic(path, text + "\n")
+
+
+def make_dir(path: Path) -> None:
+    """mkdir -p, with a one-line reason when the folder cannot be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the folder: {e.strerror or e}")

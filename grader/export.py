@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from grader.atomic import write_json_atomic, write_text_atomic
+from grader.atomic import make_dir, write_json_atomic, write_text_atomic
 from grader.errors import UserError
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -438,7 +438,7 @@ def write_gradescope(path: str | Path, doc: dict) -> Path:
     if problems:
         raise UserError(f"{path}: would not be valid Gradescope results: {problems[0]}")
     path = Path(path)
-    _mkdir(path.parent)
+    make_dir(path.parent)
     write_json_atomic(path, doc)
     return path
 
@@ -464,15 +464,8 @@ def _num(x) -> str:
     return str(int(x)) if x.is_integer() else f"{x:.2f}".rstrip("0").rstrip(".")
 
 
-def _mkdir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{path}: cannot create the folder: {e.strerror or e}")
-
-
 def _write(dest: Path, text: str) -> None:
-    _mkdir(dest.parent)
+    make_dir(dest.parent)
     try:
         write_text_atomic(dest, text)
     except OSError as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from grader import __version__
 from grader.errors import UserError
+from grader.text import one_line
 from grader.limits import Limits, limits_from_args
 from grader.reference_io import reference_for
 from grader.validate import parse_answers, read_answer_file, validate_answers
@@ -168,7 +169,7 @@ def decide_status(exec_result, files: dict, problems: list[str], *, no_execute: 
         return "no-answers", f"{where} {names}"
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return "invalid-answers", _one_line(problems[0]) + more
+        return "invalid-answers", one_line(problems[0], 300) + more
     missing = [n for n, v in files.items() if v is None]
     if missing:
         return "graded", f"{', '.join(missing)} not written: its questions score 0"
@@ -177,7 +178,7 @@ def decide_status(exec_result, files: dict, problems: list[str], *, no_execute: 
 
 def exec_reason(exec_result) -> str:
     """The executor's reason on one line, naming the cell it stopped in."""
-    reason = _one_line(_get(exec_result, "reason") or "")
+    reason = one_line(_get(exec_result, "reason") or "", 300)
     cell = _get(exec_result, "cell")
     if _get(exec_result, "status") != "ok" and cell is not None and f"cell {cell}" not in reason:
         reason = f"cell {cell}: {reason}" if reason else f"cell {cell}"
@@ -214,7 +215,7 @@ def failed_result(sub: Submission, ctx: Context, reason: str, content: str, dura
     from grader.score import score_answers
 
     files = {name: "the submission could not be processed" for name in ctx.spec.answer_files}
-    return _result(sub.student, "error", _one_line(reason), score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide),
+    return _result(sub.student, "error", one_line(reason, 300), score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide),
                    content, None, duration, [])
 
 
@@ -230,7 +231,7 @@ def _result(student, status, reason, scored, content, executed, duration, proble
         "content_sha256": content,
         "executed": executed,
         "duration_s": round(max(0.0, duration), 3),
-        "errors": [_one_line(p) for p in problems],
+        "errors": [one_line(p, 300) for p in problems],
     }
 
 
@@ -268,11 +269,6 @@ def _remove(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _one_line(text: str, width: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # the command -----------------------------------------------------------------------------------

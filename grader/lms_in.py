@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from grader.atomic import write_json_atomic
+from grader.atomic import make_dir, write_json_atomic
 from grader.errors import UserError
 
 LAYOUTS = ("auto", "canvas", "moodle", "folders")
@@ -94,7 +94,7 @@ def materialize(path: str | Path, layout: str, workdir: str | Path, *, known_nam
     if path.is_symlink():
         raise UserError(f"{path}: is a symbolic link; give the real path")
     known = set(known_names) if known_names is not None else _default_known_names()
-    _mkdir(workdir)
+    make_dir(workdir)
     refused: list[Refused] = []
     if path.is_file() and zipfile.is_zipfile(path):
         unpacked = workdir / "unpacked"
@@ -180,7 +180,7 @@ def copy_tree(src: str | Path, dst: str | Path, limits: UnpackLimits = UnpackLim
     s = _Student("copy", "copy", None)
     for rel, path in _walk(src, src.name, refused):
         _add_file(s, (rel, 0), path, f"{src.name}/{rel}", refused)
-    _mkdir(dst.parent)
+    make_dir(dst.parent)
     staging = dst.parent / f".{dst.name}.partial"
     _fresh_dir(staging)
     _entries, more = _write_students({"copy": s}, staging, dst, limits)
@@ -214,7 +214,7 @@ def safe_extract(zip_path: str | Path, dest: str | Path, limits: UnpackLimits = 
     """Extract what is safe; refuse the rest with a reason. Over the limits: UserError, nothing kept."""
     zip_path, dest = Path(zip_path), Path(dest)
     refused: list[Refused] = []
-    _mkdir(dest)
+    make_dir(dest)
     try:
         zf = zipfile.ZipFile(zip_path)
     except (OSError, zipfile.BadZipFile) as e:
@@ -593,13 +593,6 @@ def _slug(text: str) -> str:
 
 def _safe_id(name: str) -> str:
     return name if SAFE_ID_RE.match(name) and PurePosixPath(name).name == name else _slug(name)
-
-
-def _mkdir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{path}: cannot create the folder: {e.strerror or e}")
 
 
 def _fresh_dir(path: Path) -> None:

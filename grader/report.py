@@ -12,6 +12,7 @@ from pathlib import Path
 
 from grader.atomic import write_json_atomic, write_text_atomic
 from grader.score import VERDICT_WORDS
+from grader.text import one_line
 
 RESULTS_FORMAT = "labgrader-results/1"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -72,7 +73,7 @@ def summary_table(results: list[dict]) -> str:
     rows = [("student", "status", "points", "reason")]
     for r in results:
         pts = f"{_num(r['total'])}/{_num(r['max'])}" + (" *" if r["review"] else "")
-        rows.append((r["student"], r["status"], pts, _clip(r["reason"], 70)))
+        rows.append((r["student"], r["status"], pts, one_line(r["reason"], 70)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     out = ["  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3] for row in rows]
     if any(r["review"] for r in results):
@@ -142,6 +143,3 @@ def _md(text: str) -> str:
     return str(text).replace("<", "&lt;").replace("![", "!\\[").replace("](", "]\\(")
 
 
-def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import UserError
+from grader.text import one_line
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAX_BYTES = 65536
@@ -172,7 +173,7 @@ def validate_answers(filename: str, data: Any) -> list[str]:
         elif path and path[0] in kinds:
             found.append((path[0], f"{path[0]}: {_describe(kinds[path[0]], data[path[0]])}"))
         else:
-            found.append(("", f"{'.'.join(str(p) for p in path) or 'top level'}: {_clip(error.message)}"))
+            found.append(("", f"{'.'.join(str(p) for p in path) or 'top level'}: {one_line(error.message)}"))
     for key, kind in kinds.items():
         if key in data and _beyond_schema(kind, data[key]):
             found.append((key, f"{key}: {_describe(kind, data[key])}"))
@@ -247,12 +248,9 @@ def _numeric(value: Any) -> float | None:
 
 
 def _show(value: Any, width: int = 40) -> str:
-    return _clip(json.dumps(value, ensure_ascii=False), width)
+    return one_line(json.dumps(value, ensure_ascii=False), width)
 
 
-def _clip(text: str, width: int = 120) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _key(key: str) -> str:

@@ -120,12 +120,12 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sxy / math.sqrt(sxx * syy)
 
 
-def _num(x) -> str:
+def fmt_value(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def _set(values) -> str:
-    return "{" + ", ".join(_num(v) for v in values) + "}"
+def fmt_set(values) -> str:
+    return "{" + ", ".join(fmt_value(v) for v in values) + "}"
 
 
 def optimum_answer(spec: Spec, question, tables: dict, source: str) -> dict:
@@ -138,10 +138,10 @@ def optimum_answer(spec: Spec, question, tables: dict, source: str) -> dict:
     noun = VARY_NAMES[sweep.vary]
     others = [v for v in ties if v != best]
     if others:
-        tail = f"{_set(others)} {'is' if len(others) == 1 else 'are'} within {spec.z:g} standard errors of the difference, so the tie set is {_set(ties)}"
+        tail = f"{fmt_set(others)} {'is' if len(others) == 1 else 'are'} within {spec.z:g} standard errors of the difference, so the tie set is {fmt_set(ties)}"
     else:
         tail = f"no other value is within {spec.z:g} standard errors of the difference"
-    explanation = (f"The mean {what} is highest at {noun} {_num(best)} "
+    explanation = (f"The mean {what} is highest at {noun} {fmt_value(best)} "
                    f"({row['mean']:.4f} ± {row['se']:.4f} SE, n={row['n']}); {tail}.")
     return {"kind": "optimum", "sweep": question.sweep, "vary": sweep.vary, "metric": question.metric,
             "z": spec.z, "grid": list(sweep.values), "table": rows, "best": best, "tie_set": ties,
@@ -155,8 +155,8 @@ def test_optimum_in_train_tie_set(spec: Spec, sweep_name: str, tables: dict, sou
     train_best, train_ties = tie_set(tables[sweep_name]["final_train_acc"], spec.z)
     truth = test_best in train_ties
     noun = VARY_NAMES[sweep.vary]
-    explanation = (f"The {noun} with the best mean best test accuracy, {_num(test_best)}, is "
-                   f"{'inside' if truth else 'outside'} the tie set {_set(train_ties)} of the final "
+    explanation = (f"The {noun} with the best mean best test accuracy, {fmt_value(test_best)}, is "
+                   f"{'inside' if truth else 'outside'} the tie set {fmt_set(train_ties)} of the final "
                    f"training accuracy ({source}).")
     details = {"sweep": sweep_name, "vary": sweep.vary, "test_metric": "best_test_acc",
                "train_metric": "final_train_acc", "test_optimum": test_best, "train_optimum": train_best,

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from grader.errors import UserError
-from reference.analysis import VARY_NAMES, config_of, tie_set
+from reference.analysis import VARY_NAMES, config_of, fmt_set, fmt_value, tie_set
 from reference.artifact import read_artifact
 from reference.spec import METRICS, Config
 
@@ -24,12 +24,6 @@ def provenance_line(ref: dict) -> str:
             f"created {p['created']}")
 
 
-def _num(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _set(values) -> str:
-    return "{" + ", ".join(_num(v) for v in values) + "}"
 
 
 def _z(ref: dict) -> float:
@@ -53,7 +47,7 @@ def _questions_text(ref: dict) -> list[str]:
     lines = ["Expected answers", f"{'question':<9} {'kind':<8} {'sweep':<9} {'metric':<16} {'best':>7}  tie set / truth"]
     for r in question_rows(ref):
         if r["kind"] == "optimum":
-            lines.append(f"{r['id']:<9} {'optimum':<8} {r['sweep']:<9} {r['metric']:<16} {_num(r['best']):>7}  {_set(r['tie_set'])}")
+            lines.append(f"{r['id']:<9} {'optimum':<8} {r['sweep']:<9} {r['metric']:<16} {fmt_value(r['best']):>7}  {fmt_set(r['tie_set'])}")
         elif r["kind"] == "yesno":
             lines.append(f"{r['id']:<9} {'yes/no':<8} {'':<9} {'':<16} {'':>7}  {'yes' if r['truth'] else 'no'}: {r['explanation']}")
         else:
@@ -64,7 +58,7 @@ def _questions_text(ref: dict) -> list[str]:
 def _sweep_text(ref: dict, name: str, z: float) -> list[str]:
     sweep = ref["sweeps"][name]
     tables = ref["tables"][name]
-    fixed = ", ".join(f"{k}={_num(v)}" for k, v in sweep["fixed"].items())
+    fixed = ", ".join(f"{k}={fmt_value(v)}" for k, v in sweep["fixed"].items())
     seeds = len(ref["provenance"]["seeds"])
     lines = [f"Sweep {name}: {VARY_NAMES.get(sweep['vary'], sweep['vary'])} ({fixed}); mean ± SE over {seeds} seeds, "
              f"* = in the tie set of that column (z={z:g})"]
@@ -78,7 +72,7 @@ def _sweep_text(ref: dict, name: str, z: float) -> list[str]:
             mark = "*" if row["value"] in ties[m] else " "
             cells.append(f"{row['mean']:.4f} ± {row['se']:.4f}{mark}".rjust(18))
         n_div = tables[metrics[0]][i]["n_diverged"] if metrics else 0
-        lines.append(f"{_num(value):>10} " + " ".join(cells) + f"  {n_div}/{tables[metrics[0]][i]['n']}")
+        lines.append(f"{fmt_value(value):>10} " + " ".join(cells) + f"  {n_div}/{tables[metrics[0]][i]['n']}")
     return lines
 
 
@@ -120,7 +114,7 @@ def plot_sweeps(ref: dict, folder: str | Path) -> list[Path]:
         colors = colormaps["viridis"].resampled(max(2, len(found)))
         for i, (value, c) in enumerate(found.items()):
             epochs = range(1, len(c["acc"]) + 1)
-            label = f"{sweep['vary']}={_num(value)}"
+            label = f"{sweep['vary']}={fmt_value(value)}"
             axes[0].plot(epochs, c["acc"], marker=".", color=colors(i), label=label)
             axes[1].plot(epochs, c["test_acc"], marker=".", color=colors(i), label=label)
         for ax, what in zip(axes, ("training accuracy (acc)", "test accuracy (test_acc)")):
@@ -130,7 +124,7 @@ def plot_sweeps(ref: dict, folder: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("seed-mean accuracy")
         axes[1].legend(fontsize=8, loc="lower right")
-        fixed = ", ".join(f"{k}={_num(v)}" for k, v in sweep["fixed"].items())
+        fixed = ", ".join(f"{k}={fmt_value(v)}" for k, v in sweep["fixed"].items())
         fig.suptitle(f"Sweep {name}: {VARY_NAMES.get(sweep['vary'], sweep['vary'])} ({fixed}) - {where}")
         fig.tight_layout()
         path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"
