@@ -349,10 +349,6 @@ def grade_command(args) -> int:
         publish()
 
     run_pool(todo, ctx, jobs, finish, done=len(results), total=len(subs))
-    for sub in subs:
-        stored = store.fresh(sub.student, contents[sub.student], options_key) if contents[sub.student] else None
-        if stored is not None:
-            results[sub.student] = stored
     final = publish()
     graded_now = {sub.student for sub, _ in todo}
     for r in final:
