@@ -132,8 +132,10 @@ def find_notebook(workdir: Path) -> Path:
 
 def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, sandbox: bool = True,
                      slot: int = 0, seed: int = 0, threads: int = DEFAULT_THREADS,
-                     stop: threading.Event | None = None) -> ExecResult:
+                     stop: threading.Event | None = None, train_socket: Path | None = None) -> ExecResult:
     """Execute a prepared notebook in its work dir under `limits`; never raises for the notebook's faults.
+
+    train_socket: the host path of this notebook's training-service session (grader/service), if any.
 
     Raises UserError only for the grader's own setup: no bubblewrap, no data dir. Setting `stop`
     (the grader was interrupted) kills the sandbox at once and raises ExecutionStopped.
@@ -162,13 +164,14 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
         if sb.privileged():
             _chown_tree(workdir, sb.uid_for_slot(slot))
         env = sb.runner_env(home=sb.WORKDIR, data=sb.DATADIR if data_dir is not None else None,
-                            threads=threads, seed=seed)
+                            threads=threads, seed=seed, train_socket=sb.TRAIN_SOCKET if train_socket else None)
         argv = sb.bwrap_argv(workdir=workdir, data_dir=Path(data_dir) if data_dir is not None else None,
-                             limits=limits, slot=slot, command=sb.runner_argv(sb.WORKDIR / sb.STATE / "job.json"))
+                             limits=limits, slot=slot, command=sb.runner_argv(sb.WORKDIR / sb.STATE / "job.json"),
+                             train_socket=train_socket)
     else:
         (state / "tmp").mkdir()
         env = sb.runner_env(home=workdir, data=Path(data_dir).resolve() if data_dir is not None else None,
-                            threads=threads, seed=seed, tmp=state / "tmp")
+                            threads=threads, seed=seed, tmp=state / "tmp", train_socket=train_socket)
         argv = sb.direct_argv(limits, sb.runner_argv(state / "job.json"))
 
     start = time.monotonic()

@@ -24,6 +24,7 @@ from grader.limits import Limits
 
 WORKDIR = PurePosixPath("/home/student")
 DATADIR = PurePosixPath("/data")
+TRAIN_SOCKET = PurePosixPath("/run/labgrader/train.sock")
 STATE = ".labgrader"
 UID_BASE = 61000
 MIB = 1 << 20
@@ -73,7 +74,7 @@ def drop_argv(uid: int) -> list[str]:
 
 
 def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threads: int, seed: int,
-               tmp: str | os.PathLike = "/tmp") -> dict[str, str]:
+               tmp: str | os.PathLike = "/tmp", train_socket: str | os.PathLike | None = None) -> dict[str, str]:
     """The runner's and kernel's whole environment, built from nothing so no host secret leaks in."""
     home = str(home)
     state = f"{home}/{STATE}"
@@ -90,6 +91,8 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
     env.update({name: str(threads) for name in THREAD_VARS})
     if data is not None:
         env["LABGRADER_DATA"] = str(data)
+    if train_socket is not None:
+        env["LABGRADER_TRAIN_SOCKET"] = str(train_socket)
     return env
 
 
@@ -153,8 +156,11 @@ class _Binds:
 
 
 def bwrap_argv(*, workdir: Path, data_dir: Path | None, limits: Limits, slot: int, command: list[str],
-               bwrap: str = "bwrap") -> list[str]:
+               bwrap: str = "bwrap", train_socket: Path | None = None) -> list[str]:
     """The full command: bwrap [namespaces, mounts] -- setpriv [uid] prlimit [limits] -- COMMAND.
+
+    train_socket: the host end of this notebook's training-service session, shown at TRAIN_SOCKET
+    (a Unix socket is a file: the network namespace stays empty).
 
     Not --unshare-all: that also makes a user namespace that maps only uid 0, where setpriv
     cannot switch to the slot's uid. The other namespaces are the same.
@@ -182,6 +188,8 @@ def bwrap_argv(*, workdir: Path, data_dir: Path | None, limits: Limits, slot: in
     if data_dir is not None:
         b.ro(Path(data_dir).resolve(), DATADIR)
     b.rw(Path(workdir).resolve(), WORKDIR)
+    if train_socket is not None:
+        b.rw(Path(train_socket), TRAIN_SOCKET)
 
     argv = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "labgrader", *b.args, "--chdir", str(WORKDIR)]

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from torch import nn, optim  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from reference import fmnist  # noqa: E402
+from reference import fmnist, kit_remote  # noqa: E402
 
 __all__ = ["get_data", "build_mlp", "train", "torch", "nn", "optim", "np", "plt"]
 
@@ -59,7 +59,10 @@ def get_data(data_dir=None):
     def labels(a):
         return torch.from_numpy(a).to(torch.int64)
 
-    return (images(x_train), labels(y_train)), (images(x_test), labels(y_test))
+    data = (images(x_train), labels(y_train)), (images(x_test), labels(y_test))
+    if kit_remote.socket_path():
+        kit_remote.remember([*data[0], *data[1]], fmnist.fingerprint(x_train, y_train, x_test, y_test))
+    return data
 
 
 def build_mlp(input_dim, output_dim, hidden_dim=512):
@@ -88,7 +91,13 @@ def train(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_ep
     acc and loss average the epoch's training examples as their minibatches were trained
     (Keras's running average, free); test_acc and test_loss cover the whole test set after
     the epoch. Shuffling uses torch's global generator, so torch.manual_seed fixes a run.
+    Under `labgrader grade` the grader's training service trains the lab's standard call
+    (reference/kit_remote.py) and leaves model, optimizer and generator as this loop would.
     """
+    if kit_remote.socket_path():
+        H = kit_remote.train_remote(loss, model, (x_train, y_train, x_test, y_test), optim, batch_size, n_epochs)
+        if H is not None:
+            return H
     dev = _device()
     model.to(dev)
     x_train, y_train = x_train.to(dev), y_train.to(dev)

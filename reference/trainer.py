@@ -68,6 +68,7 @@ class RunResult:
     diverged_epoch: int | None
     history: dict
     weights: tuple | None = field(default=None, repr=False)
+    momenta: tuple | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,16 @@ class _Runs:
 
     def weights(self, i: int) -> tuple:
         """Run i's (W1, b1, W2, b2) in nn.Linear's layout, on the CPU."""
-        p1, p2 = self.p1[i].cpu(), self.p2[i].cpu()
-        return p1[:-1].t().contiguous(), p1[-1].clone(), p2[:-1].t().contiguous(), p2[-1].clone()
+        return self._unflatten(self.p1[i], self.p2[i])
+
+    def buffers(self, i: int) -> tuple:
+        """Run i's momentum buffers, laid out as weights() (torch.optim.SGD's momentum_buffer per parameter)."""
+        return self._unflatten(self.m1[i], self.m2[i])
+
+    @staticmethod
+    def _unflatten(q1: torch.Tensor, q2: torch.Tensor) -> tuple:
+        q1, q2 = q1.cpu(), q2.cpu()
+        return q1[:-1].t().contiguous(), q1[-1].clone(), q2[:-1].t().contiguous(), q2[-1].clone()
 
     def step(self, x: torch.Tensor, onehot: torch.Tensor, z: torch.Tensor, buf: _Buffers) -> None:
         """One SGD step of every run: x [R,S,D+1], onehot [R,S,C]; the logits land in z [R,S,C].
@@ -273,7 +282,8 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
     init: explicit (W1, b1, W2, b2) per run (nn.Linear layout) instead of the seed's.
     orders: orders(epoch) -> one index tensor [N] per run instead of the seed's randperm.
     progress(k): k more run-epochs are done. should_stop(): checked every chunk of steps;
-    True raises Stopped. A run whose train or test loss is non-finite after an epoch is
+    True raises Stopped. return_weights: each run also keeps its final weights and momentum
+    buffers. A run whose train or test loss is non-finite after an epoch is
     marked diverged at that epoch and leaves the batch.
     """
     if not runs:
@@ -305,7 +315,7 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
                 else:
                     results[i].diverged, results[i].diverged_epoch = True, epoch
                     if return_weights:
-                        results[i].weights = state.weights(row)
+                        results[i].weights, results[i].momenta = state.weights(row), state.buffers(row)
             if len(keep) < len(alive):
                 if keep:
                     state.keep(keep)
@@ -325,7 +335,7 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
             h["test_loss"].append(None)
     if return_weights:
         for row, i in enumerate(alive):
-            results[i].weights = state.weights(row)
+            results[i].weights, results[i].momenta = state.weights(row), state.buffers(row)
     return results
 
 

@@ -12,12 +12,34 @@ SMALL_TRAIN = 3000
 SMALL_TEST = 500
 
 
+@pytest.fixture(scope="session", autouse=True)
+def train_memo(tmp_path_factory):
+    """The training service's memo for this test session, never the user's own."""
+    path = tmp_path_factory.mktemp("train-memo")
+    old = os.environ.get("LABGRADER_TRAIN_CACHE")
+    os.environ["LABGRADER_TRAIN_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LABGRADER_TRAIN_CACHE", None)
+    else:
+        os.environ["LABGRADER_TRAIN_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
-    """A data dir with 3000 train / 500 test synthetic images (seed 0), written once per session."""
+    """A data dir with 3000 train / 500 test synthetic images (seed 0), written once per session;
+    world-readable, as a sandbox's uid needs."""
     from reference.synth import write_synthetic
 
-    return write_synthetic(tmp_path_factory.mktemp("fmnist-small"), n_train=SMALL_TRAIN, n_test=SMALL_TEST, seed=0)
+    return world_readable(write_synthetic(tmp_path_factory.mktemp("fmnist-small"), n_train=SMALL_TRAIN,
+                                          n_test=SMALL_TEST, seed=0))
+
+
+def world_readable(folder):
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+    return folder
 
 
 @pytest.fixture(scope="session")

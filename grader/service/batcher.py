@@ -1,0 +1,137 @@
+"""Turn training requests into answers: from the memo, by joining an identical request in flight,
+or by training every waiting request of one group together with the reference's batched trainer.
+
+One thread trains; requests wait on futures. A group (batch size, epochs, hidden width) is
+trained as soon as every open session is waiting for an answer (no more requests can come)
+or `gather_s` after its oldest request arrived, so concurrent notebooks share one pass.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+import torch
+
+from reference.trainer import Data, RunSpec, train_runs
+from reference.trainrequest import TrainAnswer, TrainRequest
+
+
+class Batcher:
+    def __init__(self, data: Data, memo, trainer_id: str, *, gather_s: float = 0.5, max_runs: int = 16,
+                 all_waiting: Callable[[], bool] = lambda: False):
+        self.data, self.memo, self.trainer_id = data, memo, trainer_id
+        self.gather_s, self.max_runs, self.all_waiting = gather_s, max_runs, all_waiting
+        self.cond = threading.Condition()
+        self.pending: dict[str, tuple[TrainRequest, Future, float]] = {}
+        self.inflight: dict[str, Future] = {}
+        self.stats = collections.Counter()
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="train-service", daemon=True)
+        self.thread.start()
+
+    def submit(self, req: TrainRequest) -> tuple[Future, str]:
+        """-> (future of a TrainAnswer or {"local": reason}, how it is served: memo, joined or trained)."""
+        key = req.key(self.trainer_id)
+        with self.cond:
+            if key in self.inflight:
+                self.stats["joined"] += 1
+                return self.inflight[key], "joined"
+        stored = self.memo.get(key) if self.memo is not None else None
+        if stored is not None:
+            self.stats["memo"] += 1
+            done: Future = Future()
+            done.set_result(stored)
+            return done, "memo"
+        with self.cond:
+            if key in self.inflight:
+                self.stats["joined"] += 1
+                return self.inflight[key], "joined"
+            fut: Future = Future()
+            self.inflight[key] = fut
+            self.pending[key] = (req, fut, time.monotonic())
+            self.cond.notify_all()
+        return fut, "trained"
+
+    def wake(self) -> None:
+        """A session started waiting or closed: maybe every session is waiting now."""
+        with self.cond:
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            for _, fut, _ in self.pending.values():
+                fut.set_result({"local": "the training service stopped"})
+            self.pending.clear()
+            self.cond.notify_all()
+        self.thread.join(timeout=60)
+
+    def _take_group(self) -> list[tuple[str, TrainRequest, Future]] | None:
+        with self.cond:
+            while not self.closed:
+                if self.pending:
+                    oldest = min(t for _, _, t in self.pending.values())
+                    left = oldest + self.gather_s - time.monotonic()
+                    if left <= 0 or self.all_waiting():
+                        break
+                    self.cond.wait(timeout=left)
+                else:
+                    self.cond.wait()
+            if self.closed:
+                return None
+            first = min(self.pending.items(), key=lambda kv: kv[1][2])[1][0].group
+            keys = [k for k, (r, _, _) in self.pending.items() if r.group == first][:self.max_runs]
+            return [(k, *self.pending.pop(k)[:2]) for k in keys]
+
+    def _loop(self) -> None:
+        while True:
+            group = self._take_group()
+            if group is None:
+                return
+            keep = self.memo is not None
+            try:
+                answers = self.train([req for _, req, _ in group])
+            except Exception as e:  # the service must keep serving; the notebooks train locally
+                answers = [{"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}] * len(group)
+                keep = False
+            self.stats["batches"] += 1
+            self.stats["trained"] += len(group)
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], len(group))
+            for (key, _, fut), answer in zip(group, answers):
+                if keep:
+                    try:
+                        self.memo.put(key, answer)
+                    except OSError:
+                        self.stats["memo_write_failed"] += 1
+                with self.cond:
+                    self.inflight.pop(key, None)
+                fut.set_result(answer)
+
+    def train(self, reqs: list[TrainRequest]) -> list[TrainAnswer | dict]:
+        """Train requests of one group together; each run shuffles with its own copy of the kit's generator."""
+        s, epochs, hidden = reqs[0].group
+        gens = []
+        for r in reqs:
+            g = torch.Generator()
+            g.set_state(r.rng)
+            gens.append(g)
+        n = len(self.data.x_train)
+
+        def orders(epoch):
+            return [torch.randperm(n, generator=g) for g in gens]
+
+        runs = [RunSpec(r.lr, r.momentum, 0) for r in reqs]
+        results = train_runs(self.data, runs, s, epochs, hidden_dim=hidden, init=[r.params for r in reqs],
+                             orders=orders, return_weights=True)
+        answers: list[TrainAnswer | dict] = []
+        for res, g in zip(results, gens):
+            if res.diverged:
+                answers.append({"local": f"the run diverged in epoch {res.diverged_epoch + 1}; "
+                                         "it is trained in the notebook, as without the service"})
+            else:
+                answers.append(TrainAnswer(res.history, res.weights, res.momenta, g.get_state()))
+        return answers

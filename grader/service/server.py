@@ -1,0 +1,277 @@
+"""The training service: trusted, on the host, reachable by each sandbox only through its own Unix socket.
+
+`labgrader grade` starts one service; every executed notebook gets a session, a socket that
+is bind-mounted into that notebook's sandbox alone (no network is opened), with that
+submission's quota of runs and epochs. Each request is read with size limits, checked field
+by field (reference/trainrequest.py), counted against the quota and handed to the batcher;
+a bad request gets its reason back and the service keeps serving every other connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.errors import UserError
+
+MAX_CONNECTIONS = 4
+SEND_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the grader's training service runs; picklable, so a Dask worker can start its own."""
+
+    cache_dir: str | None = None
+    device: str = "auto"
+    gather_s: float = 0.5
+    max_batch_runs: int = 16
+
+
+@dataclass(frozen=True)
+class Quota:
+    runs: int
+    epochs: int
+
+
+@dataclass
+class SessionStats:
+    requests: int = 0
+    runs: int = 0
+    epochs: int = 0
+    served: collections.Counter = field(default_factory=collections.Counter)
+
+
+class TrainingService:
+    def __init__(self, options: ServiceOptions, data_dir):
+        self.options = options
+        self.data_dir = Path(data_dir)
+        self.batcher = None
+        self.sessions: set = set()
+        self.lock = threading.Lock()
+        self.refused = 0
+        self.root: Path | None = None
+        self.device = None
+        self.counter = itertools.count()
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> "TrainingService":
+        """Load the data onto the training device, open the memo, start the training thread."""
+        import torch
+
+        from grader.service.batcher import Batcher
+        from grader.service.memo import Memo, default_dir
+        from reference import fmnist
+        from reference.trainer import prepare_data
+
+        self.device = _pick_device(self.options.device, torch)
+        x_train, y_train, x_test, y_test, info = fmnist.load_arrays(self.data_dir, download=False)
+        self.fingerprint = fmnist.fingerprint(x_train, y_train, x_test, y_test)
+        self.data_kind = info.kind
+        data = prepare_data(x_train, y_train, x_test, y_test, output_dim=10, device=self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.memo = Memo(self.options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
+        self.input_dim, self.classes = data.input_dim, data.output_dim
+        trainer_id = f"torch-{torch.__version__}/{self.device.type}/{data.dtype}".replace("torch.", "")
+        self.batcher = Batcher(data, self.memo, trainer_id, gather_s=self.options.gather_s,
+                               max_runs=self.options.max_batch_runs, all_waiting=self._all_waiting)
+        self.root = Path(tempfile.mkdtemp(prefix="labgrader-train-"))
+        return self
+
+    def close(self) -> None:
+        for s in list(self.sessions):
+            s.close()
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def describe(self) -> str:
+        return f"{self.data_kind} data, on {self.device}, memo {self.memo.root}"
+
+    def summary(self) -> dict:
+        stats = dict(self.batcher.stats) if self.batcher else {}
+        return {"device": str(self.device), "data": getattr(self, "data_kind", None),
+                "memo_dir": str(self.memo.root) if self.batcher else None,
+                "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
+                "trained": stats.get("trained", 0), "batches": stats.get("batches", 0),
+                "largest_batch": stats.get("largest_batch", 0), "refused": self.refused}
+
+    # sessions ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def session(self, name: str, quota: Quota, uid: int | None = None):
+        """A socket for one notebook's execution; -> its host path. Closed (and its connections cut) on exit."""
+        if self.batcher is None:
+            raise RuntimeError("the training service is not started")
+        s = _Session(self, name, quota, uid)
+        with self.lock:
+            self.sessions.add(s)
+        try:
+            yield s.path
+        finally:
+            s.close()
+            with self.lock:
+                self.sessions.discard(s)
+            self.batcher.wake()
+
+    def _all_waiting(self) -> bool:
+        with self.lock:
+            return bool(self.sessions) and all(s.waiting for s in self.sessions)
+
+
+class _Session:
+    def __init__(self, service: TrainingService, name: str, quota: Quota, uid: int | None):
+        self.service, self.name, self.quota = service, name, quota
+        self.stats = SessionStats()
+        self.waiting = 0
+        self.lock = threading.Lock()
+        self.conns: set[socket.socket] = set()
+        self.closed = False
+        self.path = service.root / f"{next(service.counter)}.sock"
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        if uid is not None:
+            os.chown(self.path, uid, uid)
+        self.listener.listen(MAX_CONNECTIONS)
+        self.thread = threading.Thread(target=self._accept, name=f"train-session-{name}", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            conns = list(self.conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.closed or len(self.conns) >= MAX_CONNECTIONS:
+                    conn.close()
+                    continue
+                self.conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), name=f"train-conn-{self.name}", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        from reference import wire
+        from reference.trainrequest import MAX_PAYLOAD, RequestError, TrainAnswer, parse
+
+        read = wire.socket_reader(conn)
+        try:
+            while True:
+                try:
+                    header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD)
+                except (EOFError, OSError):
+                    return
+                except wire.WireError as e:
+                    self._refuse(conn, str(e))
+                    return
+                try:
+                    req = parse(header, tensors, input_dim=self.service.input_dim, classes=self.service.classes)
+                    self._admit(req)
+                except RequestError as e:
+                    self._refuse(conn, str(e))
+                    continue
+                if req.data != self.service.fingerprint:
+                    self._send(conn, {"ok": False, "local": True,
+                                      "reason": "the notebook's data are not the grader's data set; it trains in the notebook"})
+                    continue
+                answer, how = self._wait(req)
+                if isinstance(answer, TrainAnswer):
+                    self._send(conn, *answer.frame(served=how))
+                else:
+                    self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
+        finally:
+            with self.lock:
+                self.conns.discard(conn)
+            conn.close()
+
+    def _admit(self, req) -> None:
+        from reference.trainrequest import RequestError
+
+        with self.lock:
+            st, q = self.stats, self.quota
+            if st.runs + 1 > q.runs:
+                raise RequestError(f"this submission has used its quota of {q.runs} training runs (--train-runs)")
+            if st.epochs + req.epochs > q.epochs:
+                raise RequestError(f"{req.epochs} more epochs would exceed this submission's quota of {q.epochs} "
+                                   f"training epochs ({st.epochs} used; --train-epochs)")
+            st.requests += 1
+            st.runs += 1
+            st.epochs += req.epochs
+
+    def _wait(self, req):
+        batcher = self.service.batcher
+        with self.lock:
+            self.waiting += 1
+        fut, how = batcher.submit(req)
+        batcher.wake()
+        try:
+            answer = fut.result()
+        finally:
+            with self.lock:
+                self.waiting -= 1
+        self.stats.served[how] += 1
+        return answer, how
+
+    def _refuse(self, conn, reason: str) -> None:
+        with self.service.lock:
+            self.service.refused += 1
+        self._send(conn, {"ok": False, "error": reason})
+
+    def _send(self, conn, header: dict, tensors: dict | None = None) -> None:
+        from reference import wire
+
+        try:
+            conn.settimeout(SEND_TIMEOUT_S)
+            conn.sendall(wire.encode(header, tensors))
+            conn.settimeout(None)
+        except OSError:
+            pass
+
+
+def _pick_device(name: str, torch):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available to the training service")
+    return torch.device(name)
+
+
+def say_summary(service: TrainingService, say=lambda line: print(f"labgrader: {line}", file=sys.stderr)) -> None:
+    s = service.summary()
+    say(f"training service ({service.describe()}): {s['trained']} run(s) trained in {s['batches']} batch(es) "
+        f"(largest {s['largest_batch']}), {s['from_memo']} answered from the memo, {s['joined']} joined a run in "
+        f"flight, {s['refused']} request(s) refused")

@@ -1,0 +1,153 @@
+"""The training service's one request, "train the lab's MLP", and its answer: built by the kit, checked by the service.
+
+A request names a standard training call completely: the MLP's initial weights, lr and
+momentum of plain SGD, batch size, epochs, the fingerprint of the data, and the state of
+the generator the kit shuffles with. Whatever arrives is checked field by field; a request
+that passes can be trained and memoized with no further doubt about its shapes or values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+
+VERSION = 1
+MAX_HIDDEN = 4096
+MAX_BATCH = 1 << 20
+RNG_BYTES = 5056
+PARAMS = ("w1", "b1", "w2", "b2")
+FIELDS = {"op", "version", "data", "lr", "momentum", "batch_size", "epochs"}
+MAX_PAYLOAD = 4 * (MAX_HIDDEN * 785 + MAX_HIDDEN * 11 + 16) + RNG_BYTES
+
+
+class RequestError(Exception):
+    """The request cannot be served; the message is the one-line reason the notebook sees."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: str
+    lr: float
+    momentum: float
+    batch_size: int
+    epochs: int
+    params: tuple
+    rng: torch.Tensor
+
+    @property
+    def hidden(self) -> int:
+        return self.params[0].shape[0]
+
+    @property
+    def group(self) -> tuple:
+        """Requests with the same group train together in one batch of the batched trainer."""
+        return self.batch_size, self.epochs, self.hidden
+
+    def key(self, trainer: str) -> str:
+        """Memo key: everything that decides the result, and the trainer (device, versions) that computed it."""
+        h = hashlib.sha256()
+        scalars = {"data": self.data, "lr": self.lr, "momentum": self.momentum, "batch_size": self.batch_size,
+                   "epochs": self.epochs, "trainer": trainer, "version": VERSION}
+        h.update(json.dumps(scalars, sort_keys=True).encode())
+        for t in (*self.params, self.rng):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+
+def build(*, data: str, lr: float, momentum: float, batch_size: int, epochs: int,
+          params, rng: torch.Tensor) -> tuple[dict, dict]:
+    """-> (header, tensors) for reference.wire.encode."""
+    header = {"op": "train", "version": VERSION, "data": data, "lr": float(lr), "momentum": float(momentum),
+              "batch_size": int(batch_size), "epochs": int(epochs)}
+    tensors = {name: p.detach().to("cpu", torch.float32) for name, p in zip(PARAMS, params)}
+    tensors["rng"] = rng
+    return header, tensors
+
+
+def parse(header: dict, tensors: dict, *, input_dim: int, classes: int) -> TrainRequest:
+    """Check a decoded frame; -> TrainRequest, or RequestError naming the first problem."""
+    if header.get("op") != "train":
+        raise RequestError(f"unknown operation {str(header.get('op'))[:40]!r}; the service only trains")
+    if header.get("version") != VERSION:
+        raise RequestError(f"protocol version {str(header.get('version'))[:20]} is not {VERSION}; reinstall the lab kit")
+    extra, missing = set(header) - FIELDS, FIELDS - set(header)
+    if extra or missing:
+        what = f"unknown field {sorted(extra)[0]!r}" if extra else f"missing field {sorted(missing)[0]!r}"
+        raise RequestError(f"malformed request: {what}")
+    data = header["data"]
+    if not isinstance(data, str) or not 8 <= len(data) <= 128:
+        raise RequestError("malformed request: data must be the data set's fingerprint string")
+    lr = _number(header, "lr", 0.0, 1e6)
+    momentum = _number(header, "momentum", 0.0, 1e3)
+    batch_size = _integer(header, "batch_size", 1, MAX_BATCH)
+    epochs = _integer(header, "epochs", 1, 1 << 20)
+    if set(tensors) != {*PARAMS, "rng"}:
+        raise RequestError(f"malformed request: tensors must be exactly {', '.join(PARAMS)} and rng")
+    w1, b1, w2, b2 = (tensors[n] for n in PARAMS)
+    if w1.dim() != 2 or w1.dtype != torch.float32:
+        raise RequestError("malformed request: w1 must be a float32 matrix")
+    hidden = w1.shape[0]
+    if not 1 <= hidden <= MAX_HIDDEN:
+        raise RequestError(f"the hidden layer has {hidden} units; the service trains 1 to {MAX_HIDDEN}")
+    expected = {"w1": (hidden, input_dim), "b1": (hidden,), "w2": (classes, hidden), "b2": (classes,)}
+    for name, shape in expected.items():
+        t = tensors[name]
+        if t.dtype != torch.float32 or tuple(t.shape) != shape:
+            raise RequestError(f"malformed request: {name} must be float32 of shape {list(shape)}, "
+                               f"got {str(t.dtype).replace('torch.', '')} {list(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise RequestError(f"malformed request: {name} holds non-finite values")
+    rng = tensors["rng"]
+    if rng.dtype != torch.uint8 or tuple(rng.shape) != (RNG_BYTES,):
+        raise RequestError(f"malformed request: rng must be the {RNG_BYTES} bytes of torch.get_rng_state()")
+    try:
+        torch.Generator().set_state(rng)
+    except (RuntimeError, ValueError) as e:
+        raise RequestError(f"malformed request: rng is not a valid generator state ({str(e).splitlines()[0][:80]})") from None
+    return TrainRequest(data, lr, momentum, batch_size, epochs, (w1, b1, w2, b2), rng)
+
+
+def _number(header: dict, name: str, low: float, high: float) -> float:
+    v = header[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+        raise RequestError(f"malformed request: {name} must be a finite number from {low:g} to {high:g}, got {str(v)[:40]}")
+    return float(v)
+
+
+def _integer(header: dict, name: str, low: int, high: int) -> int:
+    v = header[name]
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise RequestError(f"malformed request: {name} must be an integer from {low} to {high}, got {str(v)[:40]}")
+    return v
+
+
+@dataclass(frozen=True)
+class TrainAnswer:
+    """What a local training would have left behind: history, final weights, momentum buffers, generator state."""
+
+    history: dict
+    params: tuple
+    momenta: tuple
+    rng: torch.Tensor
+
+    def frame(self, **extra) -> tuple[dict, dict]:
+        tensors = {**dict(zip(PARAMS, self.params)), **{f"m_{n}": m for n, m in zip(PARAMS, self.momenta)}, "rng": self.rng}
+        return {"ok": True, "history": self.history, **extra}, tensors
+
+    @classmethod
+    def from_frame(cls, header: dict, tensors: dict) -> "TrainAnswer":
+        history = header.get("history")
+        names = {*PARAMS, *(f"m_{n}" for n in PARAMS), "rng"}
+        if not isinstance(history, dict) or set(tensors) != names:
+            raise RequestError("the training service's answer is incomplete")
+        return cls(history, tuple(tensors[n] for n in PARAMS), tuple(tensors[f"m_{n}"] for n in PARAMS), tensors["rng"])
+
+
+def answer_payload(hidden: int, input_dim: int, classes: int) -> int:
+    """Bytes of an answer's tensors: parameters twice (weights, momenta) and the generator state."""
+    return 2 * 4 * (hidden * (input_dim + 1) + classes * (hidden + 1)) + RNG_BYTES

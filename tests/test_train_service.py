@@ -1,0 +1,308 @@
+"""The training service in-process: wire format, request checks, the kit's delegation, memo, batching, quota."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+
+import pytest
+import torch
+
+from grader.service.server import Quota, ServiceOptions, TrainingService
+from reference import kit, kit_remote, trainrequest, wire
+from reference.trainrequest import RequestError, parse
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+EPOCHS = 2
+QUOTA = Quota(runs=50, epochs=500)
+
+
+@pytest.fixture(scope="module")
+def service(synthetic_data, tmp_path_factory):
+    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path_factory.mktemp("memo")), gather_s=0.2),
+                          synthetic_data).start()
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_data):
+    return kit.get_data(synthetic_data)
+
+
+def lab_call(data, *, lr=0.1, momentum=0.9, batch_size=128, epochs=EPOCHS, seed=0, model=None, opt=None, x=None):
+    """The lab notebook's own train() call; -> (history, model, optimizer, generator state after)."""
+    (x_train, y_train), (x_test, y_test) = data
+    torch.manual_seed(seed)
+    model = model or kit.build_mlp(784, 10)
+    opt = opt or torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    H = kit.train(loss=torch.nn.CrossEntropyLoss(), model=model, x_train=x_train if x is None else x, y_train=y_train,
+                  x_test=x_test, y_test=y_test, optim=opt, batch_size=batch_size, n_epochs=epochs)
+    return H, model, opt, torch.get_rng_state()
+
+
+def served(service, synthetic_data, monkeypatch, quota=QUOTA):
+    """A session of the service, with the kit pointed at it and get_data's tensors remembered."""
+    class Session:
+        def __enter__(self):
+            self.cm = service.session("test", quota)
+            path = self.cm.__enter__()
+            monkeypatch.setenv(kit_remote.SOCKET_ENV, str(path))
+            self.data = kit.get_data(synthetic_data)
+            self.path = str(path)
+            return self
+
+        def __exit__(self, *exc):
+            monkeypatch.delenv(kit_remote.SOCKET_ENV)
+            return self.cm.__exit__(*exc)
+    return Session()
+
+
+def close(a: dict, b: dict, tol=1e-4) -> float:
+    return max(abs(x - y) for k in ("acc", "test_acc", "loss", "test_loss") for x, y in zip(a[k], b[k], strict=True))
+
+
+# the wire -------------------------------------------------------------------------------------
+
+def test_a_frame_round_trips_header_and_tensors():
+    t = {"w": torch.arange(6, dtype=torch.float32).view(2, 3), "r": torch.tensor([1, 2, 255], dtype=torch.uint8)}
+    header, tensors = wire.read_frame(wire.bytes_reader(wire.encode({"x": 1.5}, t)), max_payload=1000)
+    assert header == {"x": 1.5}
+    assert torch.equal(tensors["w"], t["w"]) and torch.equal(tensors["r"], t["r"])
+
+
+@pytest.mark.parametrize("frame, reason", [
+    (b"GET / HTTP/1.1\r\n\r\n", "protocol marker"),
+    (wire.MAGIC + struct.pack(">I", 1 << 30), "1073741824 bytes, over the limit of 65536"),
+    (wire.MAGIC + struct.pack(">I", 5) + b"[1,2]", "must be a JSON object"),
+    (wire.MAGIC + struct.pack(">I", 7) + b'{"a":Na', "not valid JSON"),
+    (wire.encode({"tensors_note": 1}, {"w": torch.zeros(300)}), "exceed the limit of 1000 bytes"),
+])
+def test_a_bad_frame_is_refused_with_its_reason_before_reading_more(frame, reason):
+    with pytest.raises(wire.WireError, match=reason):
+        wire.read_frame(wire.bytes_reader(frame), max_payload=1000)
+
+
+def test_a_frame_declaring_an_odd_dtype_or_shape_is_refused():
+    body = b'{"tensors":[{"name":"w","dtype":"object","shape":[1]}]}'
+    with pytest.raises(wire.WireError, match="dtype 'object'"):
+        wire.read_frame(wire.bytes_reader(wire.MAGIC + struct.pack(">I", len(body)) + body), max_payload=10)
+    body = b'{"tensors":[{"name":"w","dtype":"uint8","shape":[-1]}]}'
+    with pytest.raises(wire.WireError, match="non-negative"):
+        wire.read_frame(wire.bytes_reader(wire.MAGIC + struct.pack(">I", len(body)) + body), max_payload=10)
+
+
+# the request ----------------------------------------------------------------------------------
+
+def _request(**changes):
+    torch.manual_seed(0)
+    model = kit.build_mlp(784, 10, hidden_dim=16)
+    header, tensors = trainrequest.build(data="f" * 40, lr=0.1, momentum=0.9, batch_size=32, epochs=2,
+                                         params=list(model.parameters()), rng=torch.get_rng_state())
+    for k, v in changes.items():
+        (tensors if k in tensors else header)[k] = v
+    return header, tensors
+
+
+def test_a_lab_request_parses_with_its_group_and_a_stable_key():
+    req = parse(*_request(), input_dim=784, classes=10)
+    assert req.group == (32, 2, 16) and req.lr == 0.1
+    assert req.key("t") == parse(*_request(), input_dim=784, classes=10).key("t")
+    assert req.key("t") != parse(*_request(lr=0.2), input_dim=784, classes=10).key("t")
+    assert req.key("t") != req.key("other-trainer")
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"op": "shell"}, "unknown operation 'shell'"),
+    ({"lr": -1.0}, "lr must be a finite number from 0 to 1e"),
+    ({"lr": "0.1"}, "lr must be a finite number"),
+    ({"batch_size": True}, "batch_size must be an integer"),
+    ({"epochs": 0}, "epochs must be an integer from 1"),
+    ({"b1": torch.full((16,), float("nan"))}, "b1 holds non-finite values"),
+    ({"w2": torch.zeros(10, 17)}, r"w2 must be float32 of shape \[10, 16\]"),
+    ({"w1": torch.zeros(5000, 784)}, "5000 units; the service trains 1 to 4096"),
+    ({"rng": torch.zeros(10, dtype=torch.uint8)}, "rng must be the 5056 bytes"),
+])
+def test_a_malformed_request_gets_a_reason_naming_the_field(changes, reason):
+    with pytest.raises(RequestError, match=reason):
+        parse(*_request(**changes), input_dim=784, classes=10)
+
+
+def test_unknown_and_missing_fields_are_named():
+    header, tensors = _request()
+    with pytest.raises(RequestError, match="unknown field 'cmd'"):
+        parse({**header, "cmd": "rm"}, tensors, input_dim=784, classes=10)
+    del header["lr"]
+    with pytest.raises(RequestError, match="missing field 'lr'"):
+        parse(header, tensors, input_dim=784, classes=10)
+
+
+# the kit delegating ---------------------------------------------------------------------------
+
+def test_the_service_leaves_history_model_optimizer_and_generator_as_local_training(
+        service, synthetic_data, data, monkeypatch, capfd):
+    H_local, m_local, o_local, rng_local = lab_call(data)
+    with served(service, synthetic_data, monkeypatch) as s:
+        before = service.summary()
+        H, m, o, rng = lab_call(s.data)
+    assert close(H, H_local) < 1e-4
+    for p, q in zip(m.parameters(), m_local.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert o.state_dict()["state"].keys() == o_local.state_dict()["state"].keys()
+    for a, b in zip(o.state_dict()["state"].values(), o_local.state_dict()["state"].values()):
+        assert torch.allclose(a["momentum_buffer"], b["momentum_buffer"], atol=1e-5)
+    assert torch.equal(rng, rng_local)
+    assert m.training
+    assert service.summary()["trained"] == before["trained"] + 1
+    assert "trained by labgrader's training service" in capfd.readouterr().err
+
+
+def test_an_identical_request_is_answered_from_the_memo_even_by_a_new_service(
+        service, synthetic_data, monkeypatch):
+    with served(service, synthetic_data, monkeypatch) as s:
+        H1 = lab_call(s.data, lr=0.03)[0]
+        before = service.summary()
+        H2 = lab_call(s.data, lr=0.03)[0]
+    assert H1 == H2 and service.summary()["from_memo"] == before["from_memo"] + 1
+    fresh = TrainingService(service.options, synthetic_data).start()
+    try:
+        with served(fresh, synthetic_data, monkeypatch) as s:
+            assert lab_call(s.data, lr=0.03)[0] == H1
+        assert fresh.summary()["trained"] == 0 and fresh.summary()["from_memo"] == 1
+    finally:
+        fresh.close()
+
+
+def test_a_damaged_memo_entry_is_trained_again(service, synthetic_data, monkeypatch):
+    with served(service, synthetic_data, monkeypatch) as s:
+        H = lab_call(s.data, lr=0.02)[0]
+        for entry in service.memo.root.glob("*/*.lgts"):
+            entry.write_bytes(entry.read_bytes()[:100])
+        before = service.summary()
+        assert close(lab_call(s.data, lr=0.02)[0], H) == 0
+    assert service.summary()["trained"] == before["trained"] + 1
+
+
+@pytest.mark.parametrize("change, why", [
+    ("adam", "not a plain torch.optim.SGD"),
+    ("subclass", "not the kit's build_mlp"),
+    ("hook", "not the kit's build_mlp"),
+    ("copied_data", "x_train is not the tensor get_data() returned"),
+    ("edited_data", "x_train was modified after get_data()"),
+    ("weight_decay", "options beyond lr and momentum"),
+])
+def test_any_other_call_trains_in_the_notebook_and_says_why(change, why, service, synthetic_data, monkeypatch, capfd):
+    class Mine(torch.nn.Sequential):
+        pass
+
+    with served(service, synthetic_data, monkeypatch) as s:
+        torch.manual_seed(0)
+        model = kit.build_mlp(784, 10)
+        kwargs = {}
+        if change == "adam":
+            kwargs["opt"] = torch.optim.Adam(model.parameters(), lr=0.01)
+        elif change == "subclass":
+            model = Mine(*model)
+        elif change == "hook":
+            model[0].register_forward_hook(lambda *a: None)
+        elif change == "copied_data":
+            kwargs["x"] = s.data[0][0].clone()
+        elif change == "edited_data":
+            s.data[0][0].numpy()[0, 0] += 0.5
+        elif change == "weight_decay":
+            kwargs["opt"] = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        before = service.summary()
+        lab_call(s.data, model=model, epochs=1, **kwargs)
+        if change == "edited_data":
+            s.data[0][0].numpy()[0, 0] -= 0.5
+    after = service.summary()
+    assert (after["trained"], after["from_memo"], after["joined"]) == (before["trained"], before["from_memo"], before["joined"])
+    assert why in capfd.readouterr().err.split("training in the notebook: ", 1)[1].splitlines()[0]
+
+
+def test_concurrent_requests_of_one_batch_size_train_together_and_as_alone(service, synthetic_data, data, monkeypatch):
+    alone = {lr: lab_call(data, lr=lr, batch_size=64)[0] for lr in (0.05, 0.07)}
+    results = {}
+
+    def student(lr, path):
+        answer, _ = kit_remote.exchange(*requests[lr], hidden=512, input_dim=784, path=path)
+        results[lr] = answer
+
+    with service.session("a", QUOTA) as pa, service.session("b", QUOTA) as pb, served(service, synthetic_data, monkeypatch):
+        requests = {lr: _lab_request(data, lr=lr, batch_size=64) for lr in (0.05, 0.07)}
+        before = service.summary()
+        threads = [threading.Thread(target=student, args=(lr, p)) for lr, p in ((0.05, pa), (0.07, pb))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    after = service.summary()
+    assert after["batches"] == before["batches"] + 1 and after["largest_batch"] >= 2
+    for lr in (0.05, 0.07):
+        assert results[lr]["ok"] and close(results[lr]["history"], alone[lr]) < 1e-4
+
+
+def _lab_request(data, *, lr, batch_size):
+    torch.manual_seed(0)
+    model = kit.build_mlp(784, 10)
+    return trainrequest.build(data=kit_remote._given["fingerprint"], lr=lr, momentum=0.9, batch_size=batch_size,
+                              epochs=EPOCHS, params=list(model.parameters()), rng=torch.get_rng_state())
+
+
+def test_a_request_over_the_quota_is_an_error_naming_the_quota(service, synthetic_data, monkeypatch):
+    with served(service, synthetic_data, monkeypatch, quota=Quota(runs=1, epochs=500)) as s:
+        lab_call(s.data, lr=0.04)
+        with pytest.raises(kit_remote.TrainingServiceError, match="used its quota of 1 training runs"):
+            lab_call(s.data, lr=0.04)
+    with served(service, synthetic_data, monkeypatch, quota=Quota(runs=9, epochs=3)) as s:
+        with pytest.raises(kit_remote.TrainingServiceError, match="quota of 3 training epochs"):
+            lab_call(s.data, lr=0.04, epochs=4)
+
+
+def test_garbage_and_oversized_frames_get_their_reason_and_the_service_keeps_serving(
+        service, synthetic_data, monkeypatch):
+    with served(service, synthetic_data, monkeypatch) as s:
+        for junk, reason in ((b"\x00" * 64, "protocol marker"),
+                             (wire.MAGIC + struct.pack(">I", 1 << 30), "over the limit of 65536")):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.connect(s.path)
+                c.sendall(junk)
+                header, _ = wire.read_frame(wire.socket_reader(c), max_payload=0)
+                assert header["ok"] is False and reason in header["error"]
+                assert _closed(c)
+        answer, _ = kit_remote.exchange(*_request(), hidden=16, input_dim=784, path=s.path)
+        assert answer["ok"] is False and answer["local"] and "not the grader's data set" in answer["reason"]
+        H = lab_call(s.data, lr=0.06)[0]
+    assert len(H["acc"]) == EPOCHS and service.summary()["refused"] >= 2
+
+
+def _closed(c: socket.socket) -> bool:
+    """The service hung up after a frame it could not read (unread bytes make that a reset)."""
+    try:
+        return c.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_diverging_run_is_trained_in_the_notebook(service, synthetic_data, monkeypatch, capfd):
+    with served(service, synthetic_data, monkeypatch) as s:
+        H = lab_call(s.data, lr=1.0, momentum=100.0, epochs=1)[0]
+        lab_call(s.data, lr=1e20, epochs=1)
+    err = capfd.readouterr().err
+    assert "diverged in epoch 1" in err and "beyond what the service trains (malformed request: lr must be" in err
+    assert H["loss"][0] != H["loss"][0]
+
+
+def test_outside_the_grader_the_kit_trains_locally(data, monkeypatch, capfd):
+    monkeypatch.delenv(kit_remote.SOCKET_ENV, raising=False)
+    H = lab_call(data, epochs=1)[0]
+    assert len(H["acc"]) == 1 and "training service" not in capfd.readouterr().err
+
+
+def test_an_unreachable_service_falls_back_to_local_training(synthetic_data, data, monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv(kit_remote.SOCKET_ENV, str(tmp_path / "gone.sock"))
+    fresh = kit.get_data(synthetic_data)
+    H = lab_call(fresh, epochs=1)[0]
+    assert len(H["acc"]) == 1 and "not reachable" in capfd.readouterr().err

@@ -1,0 +1,154 @@
+"""The training service under `labgrader grade`, in the real sandbox: the same grades with and without it,
+and a notebook that attacks the socket fails in its own cell while the others are served."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from grader.cli import main
+
+pytestmark = pytest.mark.sandbox
+
+FAST = ["--cell-timeout", "120", "--timeout", "300"]
+SETUP = ("import json, torch\n"
+         "from src.fmnist_utils import build_mlp, train\n"
+         "(x_train, y_train), (x_test, y_test) = fmnist_utils.get_data()")
+RUNS = '''histories = {}
+for lr, S in [(0.1, 128), (0.03, 128), (0.1, 256)]:
+    model = build_mlp(784, 10, hidden_dim=512)
+    loss = torch.nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    H = train(loss=loss, model=model, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+              optim=optimizer, batch_size=S, n_epochs=2)
+    histories[f"{lr}/{S}"] = H
+with torch.no_grad():
+    after = {"test_acc": float((model(x_test).argmax(1) == y_test).float().mean()), "rand": torch.rand(3).tolist()}
+print("RESULTS " + json.dumps({"histories": histories, "after": after}))'''
+ANSWERS = '''best_lr = max([0.1, 0.03], key=lambda lr: histories[f"{lr}/128"]["acc"][-1])
+best_S = max([128, 256], key=lambda S: histories[f"0.1/{S}"]["acc"][-1])
+json.dump({"a": str(best_lr), "b": "yes, it underfits", "c": best_S, "d": ""}, open("7b_ex1.json", "w"))'''
+CUSTOM = RUNS.replace("model = build_mlp(784, 10, hidden_dim=512)",
+                      "model = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))")
+
+
+def grade(*args: str) -> tuple[int, dict]:
+    buf = io.StringIO()
+    old, sys.stdout = sys.stdout, buf
+    try:
+        code = main(["grade", *args, "--json"])
+    finally:
+        sys.stdout = old
+    return code, json.loads(buf.getvalue())
+
+
+def notebook(folder: Path, *sources: str) -> None:
+    folder.mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), folder / "lab7b.ipynb")
+
+
+def printed(out: Path, student: str, marker: str) -> list[str]:
+    nb = nbformat.read(out / "executed" / f"{student}.ipynb", as_version=4)
+    return [line[len(marker):] for cell in nb.cells for o in cell.get("outputs", []) if o.get("name") == "stdout"
+            for line in o["text"].splitlines() if line.startswith(marker)]
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("class")
+    notebook(root / "s1", SETUP, RUNS, ANSWERS)
+    notebook(root / "s2", SETUP, "# the same runs, another student\n" + RUNS, ANSWERS)
+    notebook(root / "custom", SETUP, CUSTOM, ANSWERS)
+    notebook(root / "crash", SETUP, RUNS, "histories['missing']", ANSWERS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def both(class_dir, synthetic_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("graded")
+    runs = {}
+    for name, flags in (("with", ["--train-cache", str(base / "memo")]), ("without", ["--no-train-service"])):
+        out = base / name
+        code, summary = grade(str(class_dir), "--out", str(out), "-j", "2", "--data-dir", str(synthetic_data),
+                              *FAST, *flags)
+        assert code == 0
+        runs[name] = (out, summary, json.loads((out / "results.json").read_text()))
+    return runs
+
+
+def test_grades_with_and_without_the_service_are_the_same(both):
+    (_, _, with_), (_, _, without) = both["with"], both["without"]
+    strip = ("duration_s",)
+    a = {s["student"]: {k: v for k, v in s.items() if k not in strip} for s in with_["students"]}
+    b = {s["student"]: {k: v for k, v in s.items() if k not in strip} for s in without["students"]}
+    assert a == b
+    assert {s: a[s]["status"] for s in a} == {"s1": "graded", "s2": "graded", "custom": "graded", "crash": "error"}
+
+
+def test_histories_and_the_state_after_training_agree_within_1e_4(both):
+    (out_with, _, _), (out_without, _, _) = both["with"], both["without"]
+    for student in ("s1", "s2", "custom", "crash"):
+        (got,), (want,) = printed(out_with, student, "RESULTS "), printed(out_without, student, "RESULTS ")
+        got, want = json.loads(got), json.loads(want)
+        assert got["histories"].keys() == want["histories"].keys()
+        for run, h in got["histories"].items():
+            for metric, values in h.items():
+                assert max(abs(x - y) for x, y in zip(values, want["histories"][run][metric], strict=True)) < 1e-4
+        assert abs(got["after"]["test_acc"] - want["after"]["test_acc"]) < 1e-4
+        assert got["after"]["rand"] == want["after"]["rand"]
+
+
+def test_the_service_trained_each_distinct_run_once_and_only_the_lab_calls(both):
+    _, summary, results = both["with"]
+    service = results["train_service"]
+    assert service["trained"] == 3 and service["from_memo"] + service["joined"] == 6
+    assert service["data"] == "synthetic" and service["device"] == "cpu" and service["refused"] == 0
+    assert "train_service" not in both["without"][2]
+
+
+HOSTILE = '''import os, socket, struct, json
+import torch
+from reference import wire
+from reference.kit_remote import exchange
+path = os.environ["LABGRADER_TRAIN_SOCKET"]
+def raw(data):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(path)
+        c.sendall(data)
+        return wire.read_frame(wire.socket_reader(c), max_payload=0)[0]
+print("REPLY " + json.dumps(raw(b"\\x00" * 64)))
+print("REPLY " + json.dumps(raw(wire.MAGIC + struct.pack(">I", 1 << 30))))
+print("MEMO " + json.dumps(os.path.exists({memo!r})))'''
+MALFORMED = '''header = {"op": "train", "version": 1, "data": "0" * 40, "lr": -1.0, "momentum": 0.9, "batch_size": 128, "epochs": 2}
+tensors = {"w1": torch.zeros(8, 784), "b1": torch.zeros(8), "w2": torch.zeros(10, 8), "b2": torch.zeros(10),
+           "rng": torch.get_rng_state()}
+exchange(header, tensors, hidden=8, input_dim=784)'''
+
+
+def test_a_notebook_attacking_the_socket_fails_in_its_own_cell_and_the_others_are_served(
+        class_dir, synthetic_data, tmp_path):
+    subs = tmp_path / "class"
+    memo = tmp_path / "memo"
+    notebook(subs / "attacker", HOSTILE.replace("{memo!r}", repr(str(memo))), MALFORMED)
+    for student in ("s1", "s2"):
+        notebook(subs / student, SETUP, RUNS, ANSWERS)
+    code, summary = grade(str(subs), "--out", str(tmp_path / "out"), "-j", "3", "--data-dir", str(synthetic_data),
+                          "--train-cache", str(memo), *FAST)
+    assert code == 0
+    got = {s["student"]: s for s in summary["students"]}
+    assert got["attacker"]["status"] == "error"
+    assert got["attacker"]["reason"].startswith("cell 2: TrainingServiceError: the training service refused this request: "
+                                                "malformed request: lr must be a finite number from 0")
+    replies = [json.loads(r) for r in printed(tmp_path / "out", "attacker", "REPLY ")]
+    assert "protocol marker" in replies[0]["error"] and "1073741824 bytes, over the limit" in replies[1]["error"]
+    assert printed(tmp_path / "out", "attacker", "MEMO ") == ["false"]
+    assert got["s1"]["status"] == got["s2"]["status"] == "graded"
+    service = json.loads((tmp_path / "out" / "results.json").read_text())["train_service"]
+    assert service["refused"] == 3 and service["trained"] == 3
+    assert len(list(memo.glob("*/*.lgts"))) == 3
