@@ -14,6 +14,7 @@ from grader.limits import add_limit_flags
 DEVICES = ("auto", "cpu", "cuda")
 LAYOUTS = ("auto", "canvas", "moodle", "folders")
 EXPORT_TARGETS = ("canvas", "moodle", "gradescope")
+EXECUTORS = ("local", "dask")
 
 
 def _handler(target: str):
@@ -38,6 +39,16 @@ def _add_execution(p):
     p.add_argument("--no-sandbox", action="store_true",
                    help="run notebooks without bubblewrap (only for trusted code, when bwrap is missing)")
     add_limit_flags(p)
+
+
+def _add_service(p):
+    g = p.add_argument_group("training service (trains the lab's standard train() calls for the notebooks, memoized)")
+    g.add_argument("--no-train-service", action="store_true",
+                   help="every notebook trains in its own sandbox, as without labgrader")
+    g.add_argument("--train-cache", metavar="DIR",
+                   help="the service's memo of trained runs, kept across runs (default: $LABGRADER_TRAIN_CACHE, else ~/.cache/labgrader/train-memo)")
+    g.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the service trains: auto uses CUDA when present (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--layout", choices=LAYOUTS, default="auto",
                        help="how SUBMISSIONS is organised: an LMS bulk download (zip or unpacked) or plain per-student folders (default: auto, detected)")
     grade.add_argument("--overrides", metavar="CSV", help="instructor overrides: CSV with student,question,points,comment")
+    grade.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="where notebooks run: local (-j threads here) or dask (tasks on a Dask cluster; needs --scheduler) (default: local)")
+    grade.add_argument("--scheduler", metavar="ADDRESS", help="with --executor dask: the Dask scheduler, e.g. tcp://HOST:8786")
     _add_execution(grade)
+    _add_service(grade)
     _add_json(grade)
     grade.set_defaults(func=_handler("grader.grade:grade_command"))
 
@@ -152,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "scheduler", None) and getattr(args, "executor", "local") != "dask":
+        parser.error("--scheduler is only used with --executor dask")
     try:
         code = args.func(args)
     except UserError as e:

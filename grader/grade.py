@@ -7,6 +7,8 @@ becomes that student's status and one-line reason. Finished students are stored 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import queue
 import shutil
@@ -57,6 +59,8 @@ class Context:
     hide: bool
     threads: int
     stop: threading.Event = field(default_factory=threading.Event)
+    service_options: object | None = None
+    service: object | None = None
 
 
 # discovery -------------------------------------------------------------------------------------
@@ -242,9 +246,21 @@ def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
     kwargs = dict(limits=ctx.limits, data_dir=ctx.data_dir, preamble=ctx.spec.preamble,
                   sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop)
     try:
-        return execute_notebook(notebook, workdir, **kwargs)
+        with _training_session(ctx, sub.student, slot) as socket_path:
+            return execute_notebook(notebook, workdir, train_socket=socket_path, **kwargs)
     except UserError as e:
         raise SetupError(str(e), e.exit_code) from None
+
+
+def _training_session(ctx: Context, student: str, slot: int):
+    """This notebook's own socket to the training service, with its quota; a no-op without a service."""
+    if ctx.service is None:
+        return contextlib.nullcontext(None)
+    from grader import sandbox as sb
+    from grader.service.server import Quota
+
+    uid = sb.uid_for_slot(slot) if ctx.sandbox and sb.privileged() else None
+    return ctx.service.session(student, Quota(ctx.limits.train_runs, ctx.limits.train_epochs), uid=uid)
 
 
 def _keep_executed(exec_result, out: Path, student: str) -> str | None:
@@ -284,6 +300,9 @@ def grade_command(args) -> int:
     jobs = int(getattr(args, "jobs", 1))
     if jobs < 1:
         raise UserError("-j/--jobs must be at least 1")
+    executor = getattr(args, "executor", None) or "local"
+    if executor == "dask" and not getattr(args, "scheduler", None):
+        raise UserError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://HOST:8786)")
     spec = load_spec(getattr(args, "spec", None))
     out = Path(args.out)
     root = submissions_root(Path(args.submissions), getattr(args, "layout", "auto") or "auto", out, spec, say)
@@ -297,11 +316,12 @@ def grade_command(args) -> int:
     data_dir = None
     if not no_execute and subs:
         data_dir, source = resolve_data_dir(args)
-        if not data_dir.is_dir():
+        if executor == "local" and not data_dir.is_dir():
             raise UserError(f"data dir {data_dir} ({source}) is not a folder")
         say(f"notebooks read their data from {data_dir} ({source})")
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
-                  bool(getattr(args, "hide_answers", False)), max(1, (os.cpu_count() or 1) // jobs))
+                  bool(getattr(args, "hide_answers", False)), max(1, (os.cpu_count() or 1) // jobs),
+                  service_options=None if no_execute else _service_options(args))
     options = {
         "labgrader_version": __version__, "spec_sha256": spec.sha256, "reference_sha256": ref.sha256,
         "no_execute": no_execute, "hide_answers": ctx.hide, "limits": limits.as_dict(),
@@ -316,7 +336,7 @@ def grade_command(args) -> int:
     header = {
         "assignment": spec.assignment_id, "title": spec.title, "spec_sha256": spec.sha256,
         "reference": ref.summary(), "labgrader_version": __version__, "max": spec.max_points,
-        "options": {"no_execute": no_execute, "hide_answers": ctx.hide, "sandbox": ctx.sandbox, "jobs": jobs,
+        "options": {"no_execute": no_execute, "hide_answers": ctx.hide, "sandbox": ctx.sandbox, "jobs": jobs, "executor": executor,
                     "data_dir": options["data_dir"], "limits": limits.as_dict()},
     }
 
@@ -348,7 +368,15 @@ def grade_command(args) -> int:
         report.write_feedback(out, _apply_overrides([result], overrides, spec)[0], spec, ctx.hide, ref)
         publish()
 
-    run_pool(todo, ctx, jobs, finish, done=len(results), total=len(subs))
+    with _training_service(ctx, bool(todo) and executor == "local", say) as (ctx, service_summary):
+        if executor == "dask":
+            from grader.dask_exec import run_dask
+
+            service_summary.update(run_dask(todo, ctx, args.scheduler, finish, done=len(results), total=len(subs), say=say))
+        else:
+            run_pool(todo, ctx, jobs, finish, done=len(results), total=len(subs))
+    if service_summary:
+        header["train_service"] = service_summary
     final = publish()
     graded_now = {sub.student for sub, _ in todo}
     for r in final:
@@ -357,6 +385,39 @@ def grade_command(args) -> int:
     report.write_class_report(out, final, spec, ref)
     _print_summary(args, out, final, ref, len(todo), len(subs) - len(todo))
     return 0
+
+
+def _service_options(args):
+    """The training service's settings, or None for --no-train-service."""
+    if getattr(args, "no_train_service", False):
+        return None
+    from grader.service.server import ServiceOptions
+
+    return ServiceOptions(cache_dir=getattr(args, "train_cache", None) or os.environ.get("LABGRADER_TRAIN_CACHE"),
+                          device=getattr(args, "device", None) or "auto")
+
+
+@contextlib.contextmanager
+def _training_service(ctx: Context, needed: bool, say):
+    """-> (ctx with a started service, the summary dict filled in on exit); (ctx, {}) when off or idle."""
+    summary: dict = {}
+    if ctx.service_options is None or not needed:
+        yield ctx, summary
+        return
+    from grader.service.server import TrainingService, say_summary
+
+    service = TrainingService(ctx.service_options, ctx.data_dir)
+    try:
+        service.start()
+    except UserError as e:
+        raise SetupError(f"the training service cannot start: {e}", e.exit_code) from None
+    say(f"training service on {service.describe()}; --no-train-service trains in each sandbox instead")
+    try:
+        yield dataclasses.replace(ctx, service=service), summary
+    finally:
+        service.close()
+        summary.update(service.summary())
+        say_summary(service, say)
 
 
 def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish, *, done: int, total: int) -> None:

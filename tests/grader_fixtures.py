@@ -166,7 +166,8 @@ def fake_execute_module(calls: list) -> types.ModuleType:
             raise UserError("no notebook (.ipynb) in the submission")
         return notebooks[0]
 
-    def execute_notebook(nb_path, workdir, *, limits, data_dir, preamble, sandbox=True, slot=0, seed=0, threads=2, stop=None):
+    def execute_notebook(nb_path, workdir, *, limits, data_dir, preamble, sandbox=True, slot=0, seed=0, threads=2, stop=None,
+                         train_socket=None):
         nb_path, workdir = Path(nb_path), Path(workdir)
         calls.append({"student": workdir.name, "notebook": nb_path.name, "slot": slot, "data_dir": data_dir, "preamble": preamble,
                       "sandbox": sandbox, "limits": limits})
@@ -188,9 +189,13 @@ def fake_execute_module(calls: list) -> types.ModuleType:
 
 
 def install_fake_executor(monkeypatch) -> list:
+    """Notebooks "run" by reading their fake metadata; no kernel trains, so no training service starts."""
     calls: list = []
     monkeypatch.setitem(sys.modules, "grader.execute", fake_execute_module(calls))
     import grader
+    import grader.grade
+
+    monkeypatch.setattr(grader.grade, "_service_options", lambda args: None)
 
     monkeypatch.setattr(grader, "execute", sys.modules["grader.execute"], raising=False)
     return calls

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import jsonschema
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -110,6 +111,8 @@ def test_the_service_trained_each_distinct_run_once_and_only_the_lab_calls(both)
     assert service["trained"] == 3 and service["from_memo"] + service["joined"] == 6
     assert service["data"] == "synthetic" and service["device"] == "cpu" and service["refused"] == 0
     assert "train_service" not in both["without"][2]
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "results.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(results)
 
 
 HOSTILE = '''import os, socket, struct, json

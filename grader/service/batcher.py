@@ -126,7 +126,7 @@ class Batcher:
 
         runs = [RunSpec(r.lr, r.momentum, 0) for r in reqs]
         results = train_runs(self.data, runs, s, epochs, hidden_dim=hidden, init=[r.params for r in reqs],
-                             orders=orders, return_weights=True)
+                             orders=orders, return_weights=True, should_stop=lambda: self.closed)
         answers: list[TrainAnswer | dict] = []
         for res, g in zip(results, gens):
             if res.diverged:
