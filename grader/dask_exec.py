@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import fcntl
 import io
 import os
@@ -190,7 +191,7 @@ def _service_summary(client, plugin: str, say) -> dict:
         return {}
     if not per_worker:
         return {}
-    total = {k: sum(s[k] for s in per_worker) for k in ("trained", "batches", "from_memo", "joined", "refused")}
+    total = {k: sum(s[k] for s in per_worker) for k in ("trained", "batches", "from_memo", "joined", "abandoned", "refused")}
     total["largest_batch"] = max(s["largest_batch"] for s in per_worker)
     for k in ("device", "data", "memo_dir"):
         total[k] = ", ".join(sorted({str(s[k]) for s in per_worker}))
@@ -415,7 +416,7 @@ class GraderPlugin(WorkerPlugin):
             if self.service is None:
                 from grader.service.server import TrainingService
 
-                service = TrainingService(options, data_dir)
+                service = TrainingService(dataclasses.replace(options, threads=self.threads), data_dir)
                 service.start()
                 self.service = service
             return self.service

@@ -319,9 +319,10 @@ def grade_command(args) -> int:
         if executor == "local" and not data_dir.is_dir():
             raise UserError(f"data dir {data_dir} ({source}) is not a folder")
         say(f"notebooks read their data from {data_dir} ({source})")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
-                  bool(getattr(args, "hide_answers", False)), max(1, (os.cpu_count() or 1) // jobs),
-                  service_options=None if no_execute else _service_options(args))
+                  bool(getattr(args, "hide_answers", False)), threads,
+                  service_options=None if no_execute else _service_options(args, threads))
     options = {
         "labgrader_version": __version__, "spec_sha256": spec.sha256, "reference_sha256": ref.sha256,
         "no_execute": no_execute, "hide_answers": ctx.hide, "limits": limits.as_dict(),
@@ -387,14 +388,15 @@ def grade_command(args) -> int:
     return 0
 
 
-def _service_options(args):
-    """The training service's settings, or None for --no-train-service."""
+def _service_options(args, threads: int):
+    """The training service's settings, or None for --no-train-service. It trains with the notebooks'
+    thread count, so a run it trains alone is bit for bit the notebook's own."""
     if getattr(args, "no_train_service", False):
         return None
     from grader.service.server import ServiceOptions
 
     return ServiceOptions(cache_dir=getattr(args, "train_cache", None) or os.environ.get("LABGRADER_TRAIN_CACHE"),
-                          device=getattr(args, "device", None) or "auto")
+                          device=getattr(args, "device", None) or "auto", threads=threads)
 
 
 @contextlib.contextmanager

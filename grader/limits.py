@@ -22,8 +22,8 @@ class Limits:
     output_kb: int = _opt(1024, "captured output kept per cell, in KiB (the rest is cut)", "--output-cap", "KB")
     cpu_seconds: int = _opt(3600, "CPU seconds for the kernel (RLIMIT_CPU)", "--cpu-time", "S")
     train_runs: int = _opt(200, "training runs one notebook may ask the training service for", "--train-runs", "N")
-    train_epochs: int = _opt(2000, "epochs, summed over its runs, one notebook may ask the training service for",
-                             "--train-epochs", "N")
+    train_epochs: int = _opt(2000, "epochs, summed over its runs, one notebook may ask the training service for; "
+                             "a batch below 128 or a layer over 512 units counts proportionally more", "--train-epochs", "N")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

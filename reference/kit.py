@@ -53,16 +53,21 @@ def get_data(data_dir=None):
               f"({info.n_train} train, {info.n_test} test images)", file=sys.stderr)
         _announced = True
 
+    data = as_tensors(x_train, y_train, x_test, y_test)
+    if kit_remote.socket_path():
+        kit_remote.remember([*data[0], *data[1]], fmnist.fingerprint(x_train, y_train, x_test, y_test))
+    return data
+
+
+def as_tensors(x_train, y_train, x_test, y_test):
+    """IDX arrays -> ((x_train, y_train), (x_test, y_test)): pixels float32 / 255, labels int64."""
     def images(a):
         return torch.from_numpy(a).to(torch.float32).div_(255.0)
 
     def labels(a):
         return torch.from_numpy(a).to(torch.int64)
 
-    data = (images(x_train), labels(y_train)), (images(x_test), labels(y_test))
-    if kit_remote.socket_path():
-        kit_remote.remember([*data[0], *data[1]], fmnist.fingerprint(x_train, y_train, x_test, y_test))
-    return data
+    return (images(x_train), labels(y_train)), (images(x_test), labels(y_test))
 
 
 def build_mlp(input_dim, output_dim, hidden_dim=512):
@@ -98,15 +103,24 @@ def train(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_ep
         H = kit_remote.train_remote(loss, model, (x_train, y_train, x_test, y_test), optim, batch_size, n_epochs)
         if H is not None:
             return H
-    dev = _device()
+    return train_loop(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_epochs, _device())
+
+
+def train_loop(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_epochs, dev,
+               generator=None, progress=True, should_stop=None):
+    """train()'s loop itself; the training service runs it too (a run alone, bit for bit as in the
+    notebook), shuffling with its own copy of the notebook's generator instead of the global one.
+    should_stop() is asked before each epoch; True raises InterruptedError."""
     model.to(dev)
     x_train, y_train = x_train.to(dev), y_train.to(dev)
     x_test, y_test = x_test.to(dev), y_test.to(dev)
     n = len(x_train)
     H = {"acc": [], "test_acc": [], "loss": [], "test_loss": []}
     model.train()
-    for _ in tqdm(range(n_epochs), file=sys.stderr):
-        perm = torch.randperm(n).to(dev)
+    for _ in tqdm(range(n_epochs), file=sys.stderr, disable=not progress):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("training was stopped")
+        perm = torch.randperm(n, generator=generator).to(dev)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.int64)
         for i in range(0, n, batch_size):

@@ -188,6 +188,21 @@ def fake_execute_module(calls: list) -> types.ModuleType:
     return mod
 
 
+def grade_json(*args: str) -> tuple[int, dict]:
+    """Run `labgrader grade ARGS --json` in-process; -> its exit code and JSON summary ({} when it failed)."""
+    import io
+
+    from grader.cli import main
+
+    buf = io.StringIO()
+    old, sys.stdout = sys.stdout, buf
+    try:
+        code = main(["grade", *args, "--json"])
+    finally:
+        sys.stdout = old
+    return code, json.loads(buf.getvalue()) if code == 0 else {}
+
+
 def install_fake_executor(monkeypatch) -> list:
     """Notebooks "run" by reading their fake metadata; no kernel trains, so no training service starts."""
     calls: list = []
@@ -195,7 +210,7 @@ def install_fake_executor(monkeypatch) -> list:
     import grader
     import grader.grade
 
-    monkeypatch.setattr(grader.grade, "_service_options", lambda args: None)
+    monkeypatch.setattr(grader.grade, "_service_options", lambda args, threads: None)
 
     monkeypatch.setattr(grader, "execute", sys.modules["grader.execute"], raising=False)
     return calls

@@ -1,7 +1,6 @@
 """`grade --executor dask` on a two-process Dask cluster over loopback, notebooks in the real sandbox:
 the same gradebook as a local run, a killed worker's submission graded on retry, and one-line errors."""
 
-import io
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from distributed.client import FutureCancelledError
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.cli import main
+from grader_fixtures import grade_json as grade
 
 pytestmark = pytest.mark.sandbox
 
@@ -63,16 +63,6 @@ def small_class(tmp_path) -> Path:
     write_notebook(subs / "dev" / "lab7b.ipynb", "print('nothing written')")
     (subs / "dev" / "7b_ex1.json").write_text(json.dumps({"a": "0.1"}))
     return subs
-
-
-def grade(*args: str) -> tuple[int, dict]:
-    buf = io.StringIO()
-    old, sys.stdout = sys.stdout, buf
-    try:
-        code = main(["grade", *args, "--json"])
-    finally:
-        sys.stdout = old
-    return code, json.loads(buf.getvalue()) if code == 0 else {}
 
 
 def students(out: Path) -> dict:

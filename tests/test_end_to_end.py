@@ -3,7 +3,6 @@ a SIGKILL mid-batch, overrides, and exports back out. Uses the bundled demo refe
 example submissions, so it checks that they grade as they were built to."""
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.cli import main
+from grader_fixtures import grade_json as grade
 
 pytestmark = pytest.mark.sandbox
 
@@ -28,17 +28,6 @@ EXPECTED = {"ada_right": ("graded", 16.0), "ben_wrong": ("invalid-answers", 0.0)
             "cho_crash": ("error", 8.0), "dev_silent": ("no-answers", 0.0)}
 CANVAS_IDS = {"ada_right": "101", "ben_wrong": "102", "cho_crash": "103", "dev_silent": "104"}
 FAST = ["--cell-timeout", "60", "--timeout", "120"]
-
-
-def grade(*args: str) -> tuple[int, dict]:
-    """Run `labgrader grade --json` in-process and return its exit code and JSON summary."""
-    buf = io.StringIO()
-    old, sys.stdout = sys.stdout, buf
-    try:
-        code = main(["grade", *args, "--json"])
-    finally:
-        sys.stdout = old
-    return code, json.loads(buf.getvalue())
 
 
 def rows(path: Path) -> list[dict]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 import torch
@@ -21,7 +21,8 @@ QUOTA = Quota(runs=50, epochs=500)
 
 @pytest.fixture(scope="module")
 def service(synthetic_data, tmp_path_factory):
-    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path_factory.mktemp("memo")), gather_s=0.2),
+    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path_factory.mktemp("memo")), gather_s=0.2,
+                                         threads=torch.get_num_threads()),
                           synthetic_data).start()
     yield svc
     svc.close()
@@ -141,18 +142,18 @@ def test_unknown_and_missing_fields_are_named():
 
 # the kit delegating ---------------------------------------------------------------------------
 
-def test_the_service_leaves_history_model_optimizer_and_generator_as_local_training(
+def test_a_run_trained_alone_leaves_history_model_optimizer_and_generator_bit_for_bit_as_local_training(
         service, synthetic_data, data, monkeypatch, capfd):
     H_local, m_local, o_local, rng_local = lab_call(data)
     with served(service, synthetic_data, monkeypatch) as s:
         before = service.summary()
         H, m, o, rng = lab_call(s.data)
-    assert close(H, H_local) < 1e-4
+    assert H == H_local
     for p, q in zip(m.parameters(), m_local.parameters()):
-        assert torch.allclose(p, q, atol=1e-5)
+        assert torch.equal(p, q)
     assert o.state_dict()["state"].keys() == o_local.state_dict()["state"].keys()
     for a, b in zip(o.state_dict()["state"].values(), o_local.state_dict()["state"].values()):
-        assert torch.allclose(a["momentum_buffer"], b["momentum_buffer"], atol=1e-5)
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert torch.equal(rng, rng_local)
     assert m.training
     assert service.summary()["trained"] == before["trained"] + 1
@@ -251,6 +252,41 @@ def _lab_request(data, *, lr, batch_size):
                               epochs=EPOCHS, params=list(model.parameters()), rng=torch.get_rng_state())
 
 
+def test_a_queued_run_nobody_waits_for_any_more_is_not_trained(synthetic_data, data, tmp_path, monkeypatch):
+    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path), gather_s=60), synthetic_data).start()
+    try:
+        with served(svc, synthetic_data, monkeypatch):
+            request = _lab_request(data, lr=0.08, batch_size=128)
+        with svc.session("idle", QUOTA):
+            leaving = svc.session("leaving", QUOTA)
+            path = leaving.__enter__()
+            thread = threading.Thread(target=_ask_quietly, args=(request, path))
+            thread.start()
+            assert _soon(lambda: svc.batcher.pending)
+            leaving.__exit__(None, None, None)
+            thread.join(5)
+            assert _soon(lambda: svc.batcher.stats["abandoned"] == 1)
+        assert svc.summary()["trained"] == 0 and not svc.batcher.pending and not svc.batcher.inflight
+    finally:
+        svc.close()
+
+
+def _ask_quietly(request, path):
+    try:
+        kit_remote.exchange(*request, hidden=512, input_dim=784, path=path)
+    except (OSError, EOFError):
+        pass
+
+
+def _soon(condition, wait_s: float = 5.0) -> bool:
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_a_request_over_the_quota_is_an_error_naming_the_quota(service, synthetic_data, monkeypatch):
     with served(service, synthetic_data, monkeypatch, quota=Quota(runs=1, epochs=500)) as s:
         lab_call(s.data, lr=0.04)
@@ -259,6 +295,10 @@ def test_a_request_over_the_quota_is_an_error_naming_the_quota(service, syntheti
     with served(service, synthetic_data, monkeypatch, quota=Quota(runs=9, epochs=3)) as s:
         with pytest.raises(kit_remote.TrainingServiceError, match="quota of 3 training epochs"):
             lab_call(s.data, lr=0.04, epochs=4)
+    with served(service, synthetic_data, monkeypatch, quota=Quota(runs=9, epochs=3)) as s:
+        with pytest.raises(kit_remote.TrainingServiceError,
+                           match=r"1 more epochs \(counted as 4: batch size 32, 512 hidden units\) would exceed"):
+            lab_call(s.data, lr=0.04, epochs=1, batch_size=32)
 
 
 def test_garbage_and_oversized_frames_get_their_reason_and_the_service_keeps_serving(

@@ -3,9 +3,7 @@ and a notebook that attacks the socket fails in its own cell while the others ar
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from grader.cli import main
+from grader_fixtures import grade_json as grade
 
 pytestmark = pytest.mark.sandbox
 
@@ -37,16 +35,6 @@ best_S = max([128, 256], key=lambda S: histories[f"0.1/{S}"]["acc"][-1])
 json.dump({"a": str(best_lr), "b": "yes, it underfits", "c": best_S, "d": ""}, open("7b_ex1.json", "w"))'''
 CUSTOM = RUNS.replace("model = build_mlp(784, 10, hidden_dim=512)",
                       "model = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))")
-
-
-def grade(*args: str) -> tuple[int, dict]:
-    buf = io.StringIO()
-    old, sys.stdout = sys.stdout, buf
-    try:
-        code = main(["grade", *args, "--json"])
-    finally:
-        sys.stdout = old
-    return code, json.loads(buf.getvalue())
 
 
 def notebook(folder: Path, *sources: str) -> None:

@@ -10,6 +10,7 @@ a bad request gets its reason back and the service keeps serving every other con
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from grader.errors import UserError
 
 MAX_CONNECTIONS = 4
+POLL_S = 0.5
 SEND_TIMEOUT_S = 60.0
 
 
@@ -33,6 +35,7 @@ class ServiceOptions:
 
     cache_dir: str | None = None
     device: str = "auto"
+    threads: int | None = None
     gather_s: float = 0.5
     max_batch_runs: int = 16
 
@@ -47,7 +50,7 @@ class Quota:
 class SessionStats:
     requests: int = 0
     runs: int = 0
-    epochs: int = 0
+    epochs: float = 0
     served: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -72,6 +75,7 @@ class TrainingService:
         from grader.service.batcher import Batcher
         from grader.service.memo import Memo, default_dir
         from reference import fmnist
+        from reference.kit import as_tensors
         from reference.trainer import prepare_data
 
         self.device = _pick_device(self.options.device, torch)
@@ -79,12 +83,14 @@ class TrainingService:
         self.fingerprint = fmnist.fingerprint(x_train, y_train, x_test, y_test)
         self.data_kind = info.kind
         data = prepare_data(x_train, y_train, x_test, y_test, output_dim=10, device=self.device)
+        (xtr, ytr), (xte, yte) = as_tensors(x_train, y_train, x_test, y_test)
+        threads = self.options.threads or os.cpu_count() or 1
         if self.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(threads)
         self.memo = Memo(self.options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
         self.input_dim, self.classes = data.input_dim, data.output_dim
-        trainer_id = f"torch-{torch.__version__}/{self.device.type}/{data.dtype}".replace("torch.", "")
-        self.batcher = Batcher(data, self.memo, trainer_id, gather_s=self.options.gather_s,
+        trainer_id = f"torch-{torch.__version__}/{self.device.type}/{data.dtype}/threads-{threads}".replace("torch.", "")
+        self.batcher = Batcher(data, (xtr, ytr, xte, yte), self.memo, trainer_id, gather_s=self.options.gather_s,
                                max_runs=self.options.max_batch_runs, all_waiting=self._all_waiting)
         self.root = Path(tempfile.mkdtemp(prefix="labgrader-train-"))
         return self
@@ -112,7 +118,8 @@ class TrainingService:
                 "memo_dir": str(self.memo.root) if self.batcher else None,
                 "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
                 "trained": stats.get("trained", 0), "batches": stats.get("batches", 0),
-                "largest_batch": stats.get("largest_batch", 0), "refused": self.refused}
+                "largest_batch": stats.get("largest_batch", 0), "abandoned": stats.get("abandoned", 0),
+                "refused": self.refused}
 
     # sessions ----------------------------------------------------------------------------------
 
@@ -221,25 +228,36 @@ class _Session:
     def _admit(self, req) -> None:
         from reference.trainrequest import RequestError
 
+        cost = epoch_cost(req)
         with self.lock:
             st, q = self.stats, self.quota
             if st.runs + 1 > q.runs:
                 raise RequestError(f"this submission has used its quota of {q.runs} training runs (--train-runs)")
-            if st.epochs + req.epochs > q.epochs:
-                raise RequestError(f"{req.epochs} more epochs would exceed this submission's quota of {q.epochs} "
-                                   f"training epochs ({st.epochs} used; --train-epochs)")
+            if st.epochs + cost > q.epochs:
+                weighted = f" (counted as {cost:g}: batch size {req.batch_size}, {req.hidden} hidden units)" if cost != req.epochs else ""
+                raise RequestError(f"{req.epochs} more epochs{weighted} would exceed this submission's quota of {q.epochs} "
+                                   f"training epochs ({st.epochs:g} used; --train-epochs)")
             st.requests += 1
             st.runs += 1
-            st.epochs += req.epochs
+            st.epochs += cost
 
     def _wait(self, req):
+        """The answer, or ({"local": ...}, how) once this session closed while its run still waited in the queue."""
         batcher = self.service.batcher
         with self.lock:
             self.waiting += 1
-        fut, how = batcher.submit(req)
+        fut, how, key = batcher.submit(req)
         batcher.wake()
+        released = False
         try:
-            answer = fut.result()
+            while True:
+                try:
+                    answer = fut.result(timeout=POLL_S)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if self.closed and not released:
+                        batcher.release(key)
+                        released = True
         finally:
             with self.lock:
                 self.waiting -= 1
@@ -260,6 +278,12 @@ class _Session:
             conn.settimeout(None)
         except OSError:
             pass
+
+
+def epoch_cost(req) -> float:
+    """Epochs at the cost of the lab's own (batch size 128, 512 hidden units): more steps or a wider
+    layer count more, so the quota bounds the service's time, not just a number of passes."""
+    return req.epochs * max(1.0, 128 / req.batch_size) * max(1.0, req.hidden / 512)
 
 
 def _pick_device(name: str, torch):
