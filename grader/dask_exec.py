@@ -193,6 +193,7 @@ def _service_summary(client, plugin: str, say) -> dict:
         return {}
     total = {k: sum(s[k] for s in per_worker) for k in ("trained", "batches", "from_memo", "joined", "abandoned", "refused")}
     total["largest_batch"] = max(s["largest_batch"] for s in per_worker)
+    total["threads"] = min(s["threads"] for s in per_worker)
     for k in ("device", "data", "memo_dir"):
         total[k] = ", ".join(sorted({str(s[k]) for s in per_worker}))
     say(f"training services on {len(per_worker)} Dask worker(s): {total['trained']} run(s) trained, "

@@ -84,7 +84,7 @@ class TrainingService:
         self.data_kind = info.kind
         data = prepare_data(x_train, y_train, x_test, y_test, output_dim=10, device=self.device)
         (xtr, ytr), (xte, yte) = as_tensors(x_train, y_train, x_test, y_test)
-        threads = self.options.threads or os.cpu_count() or 1
+        self.threads = threads = self.options.threads or os.cpu_count() or 1
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.memo = Memo(self.options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
@@ -110,11 +110,11 @@ class TrainingService:
         self.close()
 
     def describe(self) -> str:
-        return f"{self.data_kind} data, on {self.device}, memo {self.memo.root}"
+        return f"{self.data_kind} data, on {self.device} with {self.threads} thread(s), memo {self.memo.root}"
 
     def summary(self) -> dict:
         stats = dict(self.batcher.stats) if self.batcher else {}
-        return {"device": str(self.device), "data": getattr(self, "data_kind", None),
+        return {"device": str(self.device), "threads": getattr(self, "threads", None), "data": getattr(self, "data_kind", None),
                 "memo_dir": str(self.memo.root) if self.batcher else None,
                 "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
                 "trained": stats.get("trained", 0), "batches": stats.get("batches", 0),
