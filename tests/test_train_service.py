@@ -252,6 +252,26 @@ def _lab_request(data, *, lr, batch_size):
                               epochs=EPOCHS, params=list(model.parameters()), rng=torch.get_rng_state())
 
 
+def test_an_identical_request_arriving_during_training_joins_it(service, synthetic_data, data, monkeypatch):
+    answers = {}
+
+    def ask(name, path):
+        answers[name] = kit_remote.exchange(*request, hidden=512, input_dim=784, path=path)[0]
+
+    with service.session("a", QUOTA) as pa, service.session("b", QUOTA) as pb, served(service, synthetic_data, monkeypatch):
+        header, tensors = _lab_request(data, lr=0.09, batch_size=128)
+        request = ({**header, "epochs": 15}, tensors)
+        first = threading.Thread(target=ask, args=("a", pa))
+        first.start()
+        assert _soon(lambda: service.batcher.inflight and not service.batcher.pending)
+        before = service.summary()
+        ask("b", pb)
+        first.join()
+    after = service.summary()
+    assert after["joined"] == before["joined"] + 1 and after["trained"] == before["trained"] + 1
+    assert answers["a"]["ok"] and answers["a"]["history"] == answers["b"]["history"]
+
+
 def test_a_queued_run_nobody_waits_for_any_more_is_not_trained(synthetic_data, data, tmp_path, monkeypatch):
     svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path), gather_s=60), synthetic_data).start()
     try:

@@ -59,7 +59,7 @@ class Batcher:
 
     def _join(self, key: str) -> Future:
         self.stats["joined"] += 1
-        self.waiters[key] += 1
+        self.waiters[key] = self.waiters.get(key, 0) + 1
         return self.inflight[key]
 
     def release(self, key: str) -> None:
@@ -103,10 +103,7 @@ class Batcher:
                 return None
             first = min(self.pending.items(), key=lambda kv: kv[1][2])[1][0].group
             keys = [k for k, (r, _, _) in self.pending.items() if r.group == first][:self.max_runs]
-            group = [(k, *self.pending.pop(k)[:2]) for k in keys]
-            for k in keys:
-                self.waiters.pop(k, None)
-            return group
+            return [(k, *self.pending.pop(k)[:2]) for k in keys]
 
     def _loop(self) -> None:
         while True:

@@ -215,7 +215,10 @@ class _Session:
                     self._send(conn, {"ok": False, "local": True,
                                       "reason": "the notebook's data are not the grader's data set; it trains in the notebook"})
                     continue
-                answer, how = self._wait(req)
+                try:
+                    answer, how = self._wait(req)
+                except Exception as e:  # this connection's notebook trains locally; the service goes on
+                    answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
                 if isinstance(answer, TrainAnswer):
                     self._send(conn, *answer.frame(served=how))
                 else:
