@@ -155,37 +155,46 @@ def _require(path: str, header: list[str], needed, what: str) -> None:
 def _canvas_roster(path: str, header: list[str], body) -> Roster:
     _require(path, header, ("Student", "ID"), "a Canvas gradebook export (Student,ID,SIS User ID,SIS Login ID,Section,...)")
     i_student, i_id = header.index("Student"), header.index("ID")
-    kept, lines, seen = [], [], {}
-    for line, row in body:
+
+    def user_id(line, row):
         student, uid = row[i_student].strip(), row[i_id].strip()
-        if not uid and student in ("Points Possible", ""):
-            continue
-        if student.lower() in CANVAS_TEST_STUDENTS:
-            continue
+        if (not uid and student in ("Points Possible", "")) or student.lower() in CANVAS_TEST_STUDENTS:
+            return None
         if not uid.isdigit():
             raise UserError(f"{path} line {line}: ID {uid!r} of {student!r} is not a Canvas user id (digits)")
-        if uid in seen:
-            raise UserError(f"{path} line {line}: ID {uid} appears twice (first on line {seen[uid]})")
-        seen[uid] = line
-        kept.append(row)
-        lines.append(line)
-    return Roster("canvas", path, header, _frame(header, kept, lines))
+        return uid, f"ID {uid}"
+
+    return Roster("canvas", path, header, _frame(header, *_unique_rows(path, body, user_id)))
 
 
 def _moodle_roster(path: str, header: list[str], body) -> Roster:
     _require(path, header, ("Identifier", "Full name", "Grade"), "a Moodle grading worksheet (Identifier,Full name,...)")
     i_ident = header.index("Identifier")
-    kept, lines, seen = [], [], {}
-    for line, row in body:
+
+    def participant(line, row):
         ident = row[i_ident].strip()
         if not PARTICIPANT_RE.match(ident):
             raise UserError(f"{path} line {line}: Identifier {ident!r} is not 'Participant <number>'")
-        if ident in seen:
-            raise UserError(f"{path} line {line}: {ident} appears twice (first on line {seen[ident]})")
-        seen[ident] = line
+        return ident, ident
+
+    return Roster("moodle", path, header, _frame(header, *_unique_rows(path, body, participant)))
+
+
+def _unique_rows(path: str, body, identify) -> tuple[list, list]:
+    """-> (rows, their line numbers) of a roster; identify(line, row) -> (key, how to name it) or None to
+    skip the row, and a key seen twice is an error naming both lines."""
+    kept, lines, seen = [], [], {}
+    for line, row in body:
+        found = identify(line, row)
+        if found is None:
+            continue
+        key, shown = found
+        if key in seen:
+            raise UserError(f"{path} line {line}: {shown} appears twice (first on line {seen[key]})")
+        seen[key] = line
         kept.append(row)
         lines.append(line)
-    return Roster("moodle", path, header, _frame(header, kept, lines))
+    return kept, lines
 
 
 def _frame(header: list[str], rows: list[list[str]], lines: list[int]) -> pd.DataFrame:

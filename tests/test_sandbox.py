@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import world_readable
 
 from grader import sandbox
 from grader.errors import UserError
@@ -34,11 +35,7 @@ def data_dir(tmp_path_factory):
     """Small synthetic Fashion-MNIST, made world-readable as the sandbox's uid needs."""
     from reference.synth import write_synthetic
 
-    folder = write_synthetic(tmp_path_factory.mktemp("fmnist-sandbox"), n_train=1000, n_test=200, seed=0)
-    folder.chmod(0o755)
-    for f in folder.iterdir():
-        f.chmod(0o644)
-    return folder
+    return world_readable(write_synthetic(tmp_path_factory.mktemp("fmnist-sandbox"), n_train=1000, n_test=200, seed=0))
 
 
 def notebook(*sources: str):
