@@ -35,7 +35,7 @@ def reference_for(tmp: Path, given: str | None) -> list[str]:
     """--reference REF when given or when the bundled demo is missing (a small hand-made one)."""
     if given:
         return ["--reference", given]
-    from grader.reference_io import DEMO_REFERENCE
+    from grader.assessment.reference_io import DEMO_REFERENCE
 
     if DEMO_REFERENCE.is_file():
         return []

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import nbformat  # noqa: E402
 from nbformat.v4 import new_code_cell  # noqa: E402
 
-from grader.labnotebook import load_seed_notebook  # noqa: E402
+from grader.execution.labnotebook import load_seed_notebook  # noqa: E402
 from make_examples import LIKE_DROPOUT, NOISE_YES, REASON_YES, WHY_FASTER  # noqa: E402
 from reference import fmnist  # noqa: E402
 

@@ -4,3 +4,7 @@ Importing this package must stay cheap (no torch): students' self-checks start f
 """
 
 __version__ = "0.1.0"
+
+from pathlib import Path as _Path
+
+SCHEMA_DIR = _Path(__file__).resolve().parent / "schemas"

@@ -13,9 +13,9 @@ import re
 import sys
 from pathlib import Path
 
-from grader.errors import UserError
-from grader.score import VERDICT_WORDS
-from grader.validate import parse_answers, read_answer_file, validate_answers
+from grader.common.errors import UserError
+from grader.assessment.score import VERDICT_WORDS
+from grader.assessment.validate import parse_answers, read_answer_file, validate_answers
 
 PLAIN_VERDICTS = ("Your answer is right:", "Your answer is wrong:")
 
@@ -48,9 +48,9 @@ def _check_notebook(args, spec, notebook: Path) -> int:
     """Run the notebook in the sandbox as `grade` would, then check the answer files it wrote."""
     import tempfile
 
-    from grader.execute import execute_notebook, prepare_workdir
-    from grader.grade import exec_reason, resolve_data_dir
-    from grader.limits import limits_from_args
+    from grader.execution.execute import execute_notebook, prepare_workdir
+    from grader.grading.pipeline import exec_reason, resolve_data_dir
+    from grader.execution.limits import limits_from_args
 
     data_dir, source = resolve_data_dir(args)
     print(f"labgrader: running {notebook.name} (data: {data_dir}, from {source}); this takes as long as the notebook does",
@@ -84,7 +84,7 @@ def _answer_name(path: Path, spec) -> str:
 
 def check_files(spec, ref, targets: dict[str, Path | None], *, reveal: bool) -> list[dict]:
     """Each target file: found, valid, every problem, and each of its questions judged."""
-    from grader.score import score_question
+    from grader.assessment.score import score_question
 
     out = []
     for name, path in targets.items():
@@ -121,7 +121,7 @@ def check_files(spec, ref, targets: dict[str, Path | None], *, reveal: bool) -> 
 
 
 def _report(args, spec, targets: dict[str, Path | None], execution: dict | None) -> int:
-    from grader.reference_io import reference_for
+    from grader.assessment.reference_io import reference_for
 
     ref = reference_for(getattr(args, "reference", None), spec, lambda line: print(f"labgrader: {line}", file=sys.stderr),
                         check_runs=False)

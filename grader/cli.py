@@ -8,8 +8,8 @@ import os
 import sys
 
 from grader import __version__
-from grader.errors import UserError
-from grader.limits import add_limit_flags
+from grader.common.errors import UserError
+from grader.execution.limits import add_limit_flags
 
 DEVICES = ("auto", "cpu", "cuda")
 LAYOUTS = ("auto", "canvas", "moodle", "folders")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--missing", choices=("zero", "blank"), default="zero", help="grade for roster students with no submission (default: zero)")
     export.add_argument("--dest", metavar="PATH", help="where to write (default: OUT/export/<target>...)")
     _add_json(export)
-    export.set_defaults(func=_handler("grader.export:export_command"))
+    export.set_defaults(func=_handler("grader.lms.export:export_command"))
 
     # gradescope autograder mode
     gs = sub.add_parser("gradescope", help="run as a Gradescope autograder, or build its upload bundle",
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--dest", metavar="ZIP", default="autograder.zip", help="with build: the bundle to write (default: autograder.zip)")
     _add_spec(gs)
     _add_execution(gs)
-    gs.set_defaults(func=_handler("grader.gradescope:gradescope_command"))
+    gs.set_defaults(func=_handler("grader.lms.gradescope:gradescope_command"))
     return parser
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Sequence
 
 import grader
-from grader.atomic import write_json_atomic
-from grader.errors import UserError
+from grader.common.atomic import write_json_atomic
+from grader.common.errors import UserError
 from reference.analysis import config_of, expected_answers
 from reference.spec import Spec
 
 FORMAT = "labgrader-reference/1"
 # grader/schemas is where the installed package keeps the schemas (a link to schemas/ in the repo).
-SCHEMA_PATH = Path(grader.__file__).resolve().parent / "schemas" / "reference.schema.json"
+SCHEMA_PATH = grader.SCHEMA_DIR / "reference.schema.json"
 RUN_KEYS = ("config", "seed", "diverged", "diverged_epoch", "history")
 
 

@@ -19,8 +19,8 @@ from urllib.request import urlopen
 
 import numpy as np
 
-from grader.atomic import write_bytes_atomic
-from grader.errors import UserError
+from grader.common.atomic import write_bytes_atomic
+from grader.common.errors import UserError
 
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 
 SHIM = '''"""Lab 7b kit (get_data, build_mlp, train), installed by labgrader; the code is reference.kit."""
 

@@ -14,8 +14,8 @@ import os
 import threading
 from pathlib import Path
 
-from grader.atomic import write_text_atomic
-from grader.errors import UserError
+from grader.common.atomic import write_text_atomic
+from grader.common.errors import UserError
 
 FORMAT = "labgrader-runs/1"
 

@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 from reference.analysis import VARY_NAMES, config_of, fmt_set, fmt_value, tie_set
 from reference.artifact import read_artifact
 from reference.spec import METRICS, Config

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 
 DEFAULT_SPEC = Path(__file__).with_name("specs") / "lab7b.toml"
 

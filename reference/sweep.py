@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from grader import __version__
-from grader.errors import UserError
+from grader.common.errors import UserError
 from reference import fmnist, trainer
 from reference.artifact import build_artifact, write_artifact
 from reference.runstore import RunStore, store_path

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 from reference import fmnist
 
 GENERATOR = "labgrader-synth"

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from grader.labnotebook import load_seed_notebook
+from grader.execution.labnotebook import load_seed_notebook
 
 SHORT_TRAINING = '''# Loop through different LR and BS and find optimal ones (one epoch each, to save time).
 results = {}

@@ -112,7 +112,7 @@ def write_artifact(path: Path) -> Path:
 
 
 def reference_object(data: dict | None = None):
-    from grader.reference_io import Reference
+    from grader.assessment.reference_io import Reference
 
     return Reference(Path("test-reference.json"), "f" * 64, data or make_artifact(), demo=False)
 
@@ -146,8 +146,8 @@ def notebook(path: Path, fake: dict) -> Path:
 
 
 def fake_execute_module(calls: list) -> types.ModuleType:
-    """grader.execute as its contract says, with outcomes read from the notebook's metadata."""
-    mod = types.ModuleType("grader.execute")
+    """grader.execution.execute as its contract says, with outcomes read from the notebook's metadata."""
+    mod = types.ModuleType("grader.execution.execute")
 
     def prepare_workdir(submission, workdir, *, answer_files):
         submission, workdir = Path(submission), Path(workdir)
@@ -162,7 +162,7 @@ def fake_execute_module(calls: list) -> types.ModuleType:
                 (workdir / name).rename(workdir / "submitted-answers" / name)
         notebooks = sorted(workdir.glob("*.ipynb"))
         if not notebooks:
-            from grader.errors import UserError
+            from grader.common.errors import UserError
             raise UserError("no notebook (.ipynb) in the submission")
         return notebooks[0]
 
@@ -206,11 +206,11 @@ def grade_json(*args: str) -> tuple[int, dict]:
 def install_fake_executor(monkeypatch) -> list:
     """Notebooks "run" by reading their fake metadata; no kernel trains, so no training service starts."""
     calls: list = []
-    monkeypatch.setitem(sys.modules, "grader.execute", fake_execute_module(calls))
+    monkeypatch.setitem(sys.modules, "grader.execution.execute", fake_execute_module(calls))
     import grader
     import grader.grade
 
     monkeypatch.setattr(grader.grade, "_service_options", lambda args, threads: None)
 
-    monkeypatch.setattr(grader, "execute", sys.modules["grader.execute"], raising=False)
+    monkeypatch.setattr(grader, "execute", sys.modules["grader.execution.execute"], raising=False)
     return calls

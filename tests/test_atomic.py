@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from grader.atomic import write_json_atomic, write_text_atomic
-from grader.errors import UserError
+from grader.common.atomic import write_json_atomic, write_text_atomic
+from grader.common.errors import UserError
 from reference.runstore import RunStore, store_path
 
 

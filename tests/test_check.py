@@ -133,7 +133,7 @@ def test_a_notebook_with_no_execute_reads_the_files_beside_it(tmp_path, ref):
 
 
 def test_without_reference_the_demo_is_used_and_said(tmp_path, ref, monkeypatch, capsys):
-    import grader.reference_io as reference_io
+    import grader.assessment.reference_io as reference_io
 
     monkeypatch.setattr(reference_io, "DEMO_REFERENCE", ref)
     path = answers(tmp_path, "7b_ex1.json", {"a": "0.1"})

@@ -103,7 +103,7 @@ def test_dask_grades_exactly_as_the_local_pool_and_a_local_rerun_reuses_it(clust
 
 def assert_slots_released() -> None:
     """The workers held sandbox slots 0 and 1 while grading; the run's end gave them back."""
-    from grader.dask_exec import claim_slots
+    from grader.grading.dask_exec import claim_slots
 
     claims = claim_slots(2)
     try:
@@ -159,9 +159,9 @@ def test_a_killed_worker_s_submission_is_retried_and_the_others_are_unaffected(c
 
 
 def test_an_unreachable_scheduler_is_a_one_line_error_before_any_grading(small_class, tmp_path, capsys, monkeypatch):
-    import grader.dask_exec
+    import grader.grading.dask_exec
 
-    monkeypatch.setattr(grader.dask_exec, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(grader.grading.dask_exec, "CONNECT_TIMEOUT_S", 1.0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -196,7 +196,7 @@ def test_without_dask_installed_it_says_how_to_install_it(small_class, tmp_path,
 
 
 def test_a_packed_folder_holds_what_a_local_run_would_copy(tmp_path):
-    from grader.dask_exec import pack_submission, unpack_submission
+    from grader.grading.dask_exec import pack_submission, unpack_submission
 
     sub = tmp_path / "alice"
     (sub / "nested" / "deeper").mkdir(parents=True)
@@ -231,8 +231,8 @@ class Finished:
 
 
 def context(out: Path):
-    from grader.grade import Context
-    from grader.limits import Limits
+    from grader.grading.pipeline import Context
+    from grader.execution.limits import Limits
     from grader_fixtures import reference_object
     from reference.spec import load_spec
 
@@ -247,8 +247,8 @@ def context(out: Path):
      "the Dask task failed: FutureCancelledError: ('run', 'eve') cancelled for reason: scheduler-connection-lost. second line"),
 ])
 def test_a_lost_or_cancelled_task_is_that_student_s_unfinished_error(error, reason, tmp_path):
-    from grader.dask_exec import _collect
-    from grader.grade import Submission
+    from grader.grading.dask_exec import _collect
+    from grader.grading.submissions import Submission
 
     stale = tmp_path / "executed" / "eve.ipynb"
     stale.parent.mkdir()
@@ -261,8 +261,9 @@ def test_a_lost_or_cancelled_task_is_that_student_s_unfinished_error(error, reas
 
 
 def test_a_setup_error_on_a_worker_stops_the_run_with_its_line(tmp_path):
-    from grader.dask_exec import _collect
-    from grader.grade import SetupError, Submission
+    from grader.grading.dask_exec import _collect
+    from grader.grading.pipeline import SetupError
+    from grader.grading.submissions import Submission
 
     outcome = {"kind": "setup", "reason": "Dask worker tcp://10.0.0.9:4000: bwrap is missing", "exit_code": 2}
     with pytest.raises(SetupError, match="^Dask worker tcp://10.0.0.9:4000: bwrap is missing$"):

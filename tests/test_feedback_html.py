@@ -4,9 +4,9 @@ import nbformat
 import pytest
 
 from fakes import (GOOD_ANSWERS, WRONG_ANSWERS, Page, decode_png, error_notebook, fake_result)
-from grader.feedback_html import optimum_plot, render_feedback_html
-from grader.overrides import Override, apply_overrides
-from grader.traceback_trim import failing_cell, trim_frames
+from grader.reports.feedback_html import optimum_plot, render_feedback_html
+from grader.assessment.overrides import Override, apply_overrides
+from grader.execution.traceback_trim import failing_cell, trim_frames
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -207,7 +207,7 @@ def test_missing_answer_under_hide_has_no_figure_and_no_crash(sp, ref):
 def test_accepts_a_loaded_reference_object(sp, ref, wrong, wrong_pages):
     from pathlib import Path
 
-    from grader.reference_io import Reference
+    from grader.assessment.reference_io import Reference
 
     loaded = Reference(Path("ref.json"), "0" * 64, ref, False)
     assert render_feedback_html(wrong, sp, loaded) == wrong_pages[False]
@@ -217,9 +217,9 @@ def test_accepts_a_loaded_reference_object(sp, ref, wrong, wrong_pages):
 def test_renders_the_real_scorers_results(sp, ref, hide):
     from pathlib import Path
 
-    from grader.reference_io import Reference
-    from grader.score import score_answers
-    from grader.validate import parse_answers
+    from grader.assessment.reference_io import Reference
+    from grader.assessment.score import score_answers
+    from grader.assessment.validate import parse_answers
 
     loaded = Reference(Path("ref.json"), "0" * 64, ref, False)
     files = {"7b_ex1.json": parse_answers("7b_ex1.json", {"a": "0.15", "b": "yes it overfits", "c": "1024", "d": HOSTILE}),

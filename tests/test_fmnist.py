@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from grader.cli import main
-from grader.errors import UserError
+from grader.common.errors import UserError
 from reference import fmnist
 
 
@@ -237,6 +237,6 @@ def test_fetch_refuses_a_synthetic_dir(synthetic_data, capsys):
 
 
 def test_fmnist_does_not_import_torch():
-    code = "import sys, reference.fmnist, reference.synth, reference.kit_install, grader.labnotebook; print('torch' in sys.modules)"
+    code = "import sys, reference.fmnist, reference.synth, reference.kit_install, grader.execution.labnotebook; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr

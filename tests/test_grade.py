@@ -231,7 +231,7 @@ def test_a_missing_submissions_folder_exits_2(tmp_path, capsys):
 
 
 def test_without_reference_the_demo_is_used_and_said(setup, monkeypatch, capsys):
-    import grader.reference_io as reference_io
+    import grader.assessment.reference_io as reference_io
 
     argv = setup["argv"]
     i = argv.index("--reference")
@@ -276,13 +276,13 @@ def test_a_zip_download_is_unpacked_into_out_and_resumes(setup, capsys):
 
 
 def test_a_setup_failure_of_the_executor_stops_the_run_with_one_line(setup, monkeypatch, capsys):
-    from grader.errors import UserError
-    import grader.execute
+    from grader.common.errors import UserError
+    import grader.execution.execute
 
     def no_sandbox(*args, **kwargs):
         raise UserError("bubblewrap (bwrap) is missing; install it or pass --no-sandbox for trusted notebooks")
 
-    monkeypatch.setattr(grader.execute, "execute_notebook", no_sandbox)
+    monkeypatch.setattr(grader.execution.execute, "execute_notebook", no_sandbox)
     assert main(setup["argv"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == \
         "labgrader: bubblewrap (bwrap) is missing; install it or pass --no-sandbox for trusted notebooks"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from grader import gradescope
+from grader.lms import gradescope
 from grader.cli import main
-from grader.lms_in import safe_extract
+from grader.lms.lms_in import safe_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATOR = Draft202012Validator(json.loads((ROOT / "schemas" / "gradescope-results.schema.json").read_text()))
@@ -72,15 +72,12 @@ def test_a_crash_in_grading_still_leaves_valid_results_with_score_0(tmp_path, mo
 
 def test_a_failing_grade_command_is_reported_by_its_last_line(tmp_path, monkeypatch):
     root = layout(tmp_path, {"lab7b.ipynb": "{}"})
-    import grader.cli
 
-    def failing_main(argv):
-        import sys
+    def failing_grade(argv):
         assert argv[0] == "grade" and "--hide-answers" in argv and "--no-execute" not in argv
-        print("labgrader: the reference artifact is broken", file=sys.stderr)
-        return 2
+        return 2, "labgrader: the reference artifact is broken\n"
 
-    monkeypatch.setattr(grader.cli, "main", failing_main)
+    monkeypatch.setattr(gradescope, "run_grade", failing_grade)
     assert gradescope.run_command(gradescope_args(root)) == 0
     doc = results_of(root)
     assert doc["score"] == 0 and "grading failed: the reference artifact is broken" in doc["output"]

@@ -11,7 +11,7 @@ from argparse import Namespace
 import pytest
 import torch
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 from reference import kit
 from reference.kit_install import install_command, install_kit
 

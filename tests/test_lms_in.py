@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.errors import UserError
-from grader.lms_in import UnpackLimits, canonical_name, detect_layout, materialize, safe_extract
+from grader.common.errors import UserError
+from grader.lms.lms_in import UnpackLimits, canonical_name, detect_layout, materialize, safe_extract
 
 KNOWN = {"7b_ex1.json", "7b_ex2.json"}
 

@@ -5,8 +5,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from fakes import GOOD_ANSWERS, WRONG_ANSWERS, fake_result
-from grader.errors import UserError
-from grader.overrides import Override, apply_overrides, by_student, load_overrides
+from grader.common.errors import UserError
+from grader.assessment.overrides import Override, apply_overrides, by_student, load_overrides
 
 STUDENTS = ["ann", "bob", "dan"]
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-import grader.reference_io as reference_io
-from grader.errors import UserError
-from grader.reference_io import check_covers, load_reference, reference_for
+import grader.assessment.reference_io as reference_io
+from grader.common.errors import UserError
+from grader.assessment.reference_io import check_covers, load_reference, reference_for
 from grader_fixtures import make_artifact
 from reference.spec import load_spec
 

@@ -17,10 +17,10 @@ import nbformat
 import pytest
 from conftest import world_readable
 
-from grader import sandbox
-from grader.errors import UserError
-from grader.execute import ExecResult, execute_notebook, prepare_workdir
-from grader.limits import Limits
+from grader.execution import sandbox
+from grader.common.errors import UserError
+from grader.execution.execute import ExecResult, execute_notebook, prepare_workdir
+from grader.execution.limits import Limits
 
 pytestmark = pytest.mark.sandbox
 
@@ -123,9 +123,9 @@ def test_total_timeout_stops_the_notebook(tmp_path):
 
 def test_host_kills_a_runner_past_the_deadline(tmp_path, monkeypatch):
     """The runner's own clock fails here on purpose: the host's must end the whole sandbox."""
-    import grader.execute
+    import grader.execution.execute
 
-    monkeypatch.setattr(grader.execute, "HOST_GRACE_S", -7.0)
+    monkeypatch.setattr(grader.execution.execute, "HOST_GRACE_S", -7.0)
     limits = Limits(**{**FAST.as_dict(), "timeout": 10})
     result, _ = run(tmp_path, notebook("import os\nfor _ in range(3):\n    os.fork()", "while True:\n    pass"),
                     limits=limits)
@@ -381,7 +381,7 @@ def test_a_stop_request_ends_the_sandbox_at_once(tmp_path):
     """Ctrl-C in `grade`: the running notebooks are killed, not waited for."""
     import threading
 
-    from grader.execute import ExecutionStopped
+    from grader.execution.execute import ExecutionStopped
 
     workdir = tmp_path / "work"
     nb = prepare_workdir(submit(tmp_path, notebook("while True:\n    pass")), workdir, answer_files=ANSWERS)

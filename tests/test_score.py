@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from grader.score import rubric_hits, score_answers, score_question, snap
-from grader.validate import parse_answers
+from grader.assessment.score import rubric_hits, score_answers, score_question, snap
+from grader.assessment.validate import parse_answers
 from grader_fixtures import TIE_SETS, make_artifact, reference_object
 from reference.spec import load_spec
 

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
 
-from grader.errors import UserError
-from grader.labnotebook import load_seed_notebook, notebook_from_export, seed_path
+from grader.common.errors import UserError
+from grader.execution.labnotebook import load_seed_notebook, notebook_from_export, seed_path
 from reference.kit_install import install_kit
 from reference.spec import load_spec
 

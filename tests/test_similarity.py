@@ -1,6 +1,6 @@
 import pytest
 
-from grader.similarity import jaccard, shingles, similar_pairs, words
+from grader.assessment.similarity import jaccard, shingles, similar_pairs, words
 
 TEXT = ("A larger learning rate takes bigger steps along the gradient, so each update moves the weights "
         "further, and a smaller batch gives more updates per epoch with noise that helps escape saddle points.")

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from fakes import GOOD_ANSWERS, WRONG_ANSWERS, Page, decode_png, fake_result
-from grader.overrides import Override, apply_overrides
-from grader.summary import class_summary, render_summary_html
+from grader.assessment.overrides import Override, apply_overrides
+from grader.reports.summary import class_summary, render_summary_html
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from grader.cli import main
-from grader.errors import UserError
-from grader.reference_io import load_reference
+from grader.common.errors import UserError
+from grader.assessment.reference_io import load_reference
 from reference import sweep
 from reference.artifact import read_artifact, validation_errors
 from reference.runstore import store_path

@@ -9,7 +9,7 @@ from argparse import Namespace
 import numpy as np
 import pytest
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 from reference import fmnist, synth
 
 

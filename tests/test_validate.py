@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from grader.errors import UserError
-from grader.validate import YesNo, answer_kinds, load_schema, parse_answers, read_answer_file, validate_answers
+from grader.common.errors import UserError
+from grader.assessment.validate import YesNo, answer_kinds, load_schema, parse_answers, read_answer_file, validate_answers
 from reference.spec import load_spec
 
 EX1, EX2 = "7b_ex1.json", "7b_ex2.json"
@@ -181,7 +181,7 @@ def test_a_missing_file_is_an_io_error(tmp_path):
 
 
 def test_a_repeated_key_or_deep_nesting_is_named_not_merged(tmp_path):
-    from grader.validate import parse_answer_bytes
+    from grader.assessment.validate import parse_answer_bytes
 
     with pytest.raises(UserError, match=r"^7b_ex1.json: is not valid JSON: key 'a' appears twice$"):
         parse_answer_bytes("7b_ex1.json", b'{"a": 0.1, "a": "yes"}')

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from grader.atomic import write_bytes_atomic
-from grader.errors import UserError
+from grader.common.atomic import write_bytes_atomic
+from grader.common.errors import UserError
 from reference import wire
 from reference.trainrequest import MAX_HIDDEN, RequestError, TrainAnswer, answer_payload
 

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 
 MAX_CONNECTIONS = 4
 POLL_S = 0.5

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 
 SEED_NAME = "lab-7b-optimizing-neural-networks.txt"
 _MARKER = re.compile(r"^In \[\s*\d*\s*\]:\s*$")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 
 COLUMNS = ("student", "question", "points", "comment")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from grader.validate import Answer
+from grader.assessment.validate import Answer
 
 VERDICTS = ("right", "partly", "wrong", "review", "missing")
 VERDICT_WORDS = {"right": "right", "partly": "partly right", "wrong": "wrong", "review": "needs review",

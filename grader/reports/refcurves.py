@@ -1,7 +1,7 @@
 """Read what a report needs from a reference artifact: learning curves per grid value, a student's grid choice.
 
-Accepts the artifact as a plain dict or as grader.reference_io.Reference (its `.data`).
-Snapping uses grader.score.snap, so a report shows exactly the grid value that was scored.
+Accepts the artifact as a plain dict or as grader.assessment.reference_io.Reference (its `.data`).
+Snapping uses grader.assessment.score.snap, so a report shows exactly the grid value that was scored.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from grader.score import snap
+from grader.assessment.score import snap
 
 METRIC_CURVE = {
     "final_train_acc": "acc",

@@ -28,9 +28,9 @@ from dataclasses import fields
 from pathlib import Path, PurePosixPath
 
 from grader import __version__
-from grader.atomic import write_bytes_atomic
-from grader.errors import UserError
-from grader.text import one_line
+from grader.common.atomic import write_bytes_atomic
+from grader.common.errors import UserError
+from grader.common.text import one_line
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -117,7 +117,7 @@ def _connect(distributed, address: str):
 
 def _preflight(client, ctx, scheduler: str, say) -> None:
     """Fail before grading when a worker lacks labgrader, the sandbox or the data dir."""
-    from grader.grade import SetupError
+    from grader.grading.pipeline import SetupError
 
     try:
         facts = client.run(worker_facts, ctx.data_dir, ctx.sandbox and not ctx.no_execute)
@@ -143,7 +143,7 @@ def portable_context(ctx) -> dict:
 
 def _collect(future, sub, content, start: float, ctx, distributed) -> tuple[dict, bool]:
     """One finished future -> (result, finished); a SetupError from a worker stops the run."""
-    from grader.grade import SetupError
+    from grader.grading.pipeline import SetupError
 
     try:
         outcome = future.result()
@@ -165,7 +165,7 @@ def _collect(future, sub, content, start: float, ctx, distributed) -> tuple[dict
 
 
 def _failed(sub, ctx, reason: str, content: str, duration: float) -> dict:
-    from grader.grade import failed_result
+    from grader.grading.pipeline import failed_result
 
     if not ctx.no_execute:
         _keep_executed(ctx, sub.student, None)
@@ -301,7 +301,7 @@ def worker_facts(data_dir, sandbox: bool) -> tuple[str, str | None]:
         return __version__, (f"data dir {data_dir} does not exist on this worker: "
                              "every worker needs the data at the same path (--data-dir)")
     if sandbox:
-        from grader.sandbox import sandbox_problem
+        from grader.execution.sandbox import sandbox_problem
 
         return __version__, sandbox_problem()
     return __version__, None
@@ -363,7 +363,8 @@ class GraderPlugin(WorkerPlugin):
         self.claims = []
 
     def grade(self, job: dict, student: str, packed: dict, content: str) -> dict:
-        from grader.grade import SetupError, Submission, grade_one
+        from grader.grading.pipeline import SetupError, grade_one
+        from grader.grading.submissions import Submission
 
         start = time.monotonic()
         problem = self.problem or self._check(job)
@@ -400,7 +401,7 @@ class GraderPlugin(WorkerPlugin):
         return self.checked[key]
 
     def _context(self, job: dict, out: Path, stop: threading.Event):
-        from grader.grade import Context, SetupError
+        from grader.grading.pipeline import Context, SetupError
 
         local = {"out": out, "stop": stop, "threads": self.threads}
         try:

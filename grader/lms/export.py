@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from grader.atomic import make_dir, write_json_atomic, write_text_atomic
-from grader.errors import UserError
+from grader.common.atomic import make_dir, write_json_atomic, write_text_atomic
+from grader import SCHEMA_DIR
+from grader.common.errors import UserError
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 RESULTS_SCHEMA = SCHEMA_DIR / "results.schema.json"
 GRADESCOPE_SCHEMA = SCHEMA_DIR / "gradescope-results.schema.json"
 CANVAS_ID_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
@@ -48,7 +48,7 @@ class Roster:
 def export_command(args) -> int:
     out = Path(args.out)
     results = load_results(out)
-    from grader.lms_in import load_lms
+    from grader.lms.lms_in import load_lms
 
     lms = load_lms(out)["students"]
     if args.roster and args.to == "gradescope":

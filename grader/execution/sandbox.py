@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
-from grader.errors import UserError
-from grader.limits import Limits
+from grader.common.errors import UserError
+from grader.execution.limits import Limits
 
 WORKDIR = PurePosixPath("/home/student")
 DATADIR = PurePosixPath("/data")
@@ -53,7 +53,7 @@ def privileged() -> bool:
 
 def runner_argv(job: str | PurePosixPath) -> list[str]:
     """The runner, isolated (-I) so a student's `nbclient.py` in the work dir cannot replace it."""
-    return [sys.executable, "-I", "-B", "-m", "grader.runner", str(job)]
+    return [sys.executable, "-I", "-B", "-m", "grader.execution.runner", str(job)]
 
 
 def rlimit_argv(limits: Limits) -> list[str]:

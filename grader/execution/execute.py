@@ -21,11 +21,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from grader import sandbox as sb
-from grader.atomic import write_json_atomic
-from grader.errors import UserError
-from grader.limits import Limits
-from grader.runner import one_line
+from grader.execution import sandbox as sb
+from grader.common.atomic import write_json_atomic
+from grader.common.errors import UserError
+from grader.execution.limits import Limits
+from grader.execution.runner import one_line
 
 STATUSES = ("ok", "error", "timeout", "memory", "died")
 ANSWERS_ASIDE = "submitted-answers"

@@ -15,7 +15,7 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
-from grader.atomic import write_json_atomic
+from grader.common.atomic import write_json_atomic
 
 STATE_FORMAT = "labgrader-state/1"
 

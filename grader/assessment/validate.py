@@ -17,10 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from grader.errors import UserError
-from grader.text import one_line
+from grader import SCHEMA_DIR
+from grader.common.errors import UserError
+from grader.common.text import one_line
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAX_BYTES = 65536
 
 # What an answer of each schema $def must be, said to a student.

@@ -10,9 +10,9 @@ import csv
 import io
 from pathlib import Path
 
-from grader.atomic import write_json_atomic, write_text_atomic
-from grader.score import VERDICT_WORDS
-from grader.text import one_line
+from grader.common.atomic import write_json_atomic, write_text_atomic
+from grader.assessment.score import VERDICT_WORDS
+from grader.common.text import one_line
 
 RESULTS_FORMAT = "labgrader-results/1"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -94,7 +94,7 @@ def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) 
     path = folder / f"{result['student']}.md"
     write_text_atomic(path, feedback_markdown(result, spec, hidden))
     if reference is not None:
-        from grader.feedback_html import render_feedback_html
+        from grader.reports.feedback_html import render_feedback_html
 
         executed = out / result["executed"] if result.get("executed") else None
         html = render_feedback_html(result, spec, reference, hide_answers=hidden,
@@ -105,7 +105,7 @@ def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) 
 
 def write_class_report(out: Path, results: list[dict], spec, reference) -> None:
     """OUT/summary.json and OUT/summary.html: the same numbers, for scripts and for people."""
-    from grader.summary import class_summary, render_summary_html
+    from grader.reports.summary import class_summary, render_summary_html
 
     summary = class_summary(results, spec, reference)
     write_json_atomic(out / "summary.json", summary)

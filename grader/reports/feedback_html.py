@@ -13,10 +13,10 @@ import functools
 import json
 from typing import Any
 
-from grader.htmlkit import esc, img, new_figure, num, page, png_data_uri
-from grader.refcurves import (CURVE_WORDS, METRIC_CURVE, VARY_WORDS, grid_of, in_set, mean_curves, metric_epoch,
+from grader.reports.htmlkit import esc, img, new_figure, num, page, png_data_uri
+from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, VARY_WORDS, grid_of, in_set, mean_curves, metric_epoch,
                               question_ref, same, student_choice)
-from grader.traceback_trim import failing_cell
+from grader.execution.traceback_trim import failing_cell
 
 VERDICT_WORDS = {"right": "right", "partly": "partly right", "wrong": "wrong", "review": "to be reviewed",
                  "missing": "not answered"}

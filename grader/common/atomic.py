@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from grader.errors import UserError
+from grader.common.errors import UserError
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:

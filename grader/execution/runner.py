@@ -1,6 +1,6 @@
 """Runs one notebook inside the sandbox and writes what happened, for execute.py to read.
 
-    python -I -m grader.runner WORKDIR/.labgrader/job.json
+    python -I -m grader.execution.runner WORKDIR/.labgrader/job.json
 
 It is the only labgrader code next to the student's kernel: it imports little, caps what the
 kernel can make it hold, and always ends by writing status.json (atomically) beside the job.
@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from grader.atomic import write_json_atomic, write_text_atomic
+from grader.common.atomic import write_json_atomic, write_text_atomic
 
 NOTE = "[output truncated by labgrader]"
 PREAMBLE_TAG = "labgrader-preamble"
@@ -507,7 +507,7 @@ def describe_exit(code) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m grader.runner JOB.json", file=sys.stderr)
+        print("usage: python -m grader.execution.runner JOB.json", file=sys.stderr)
         return 2
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text(encoding="utf-8"))

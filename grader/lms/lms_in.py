@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from grader.atomic import make_dir, write_json_atomic
-from grader.errors import UserError
+from grader.common.atomic import make_dir, write_json_atomic
+from grader.common.errors import UserError
 
 LAYOUTS = ("auto", "canvas", "moodle", "folders")
 LMS_FORMAT = "labgrader-lms/1"

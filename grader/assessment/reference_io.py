@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import reference as _reference_pkg
-from grader.errors import UserError
+from grader import SCHEMA_DIR
+from grader.common.errors import UserError
 
 DEMO_REFERENCE = Path(_reference_pkg.__file__).resolve().parent / "demo" / "lab7b-synthetic.json"
-SCHEMA = Path(__file__).resolve().parent / "schemas" / "reference.schema.json"
+SCHEMA = SCHEMA_DIR / "reference.schema.json"
 DEMO_NOTE = ("using the bundled demo reference {path}: its expected answers come from a sweep on synthetic data, "
              "not Fashion-MNIST; pass --reference REF for your course's own")
 

@@ -11,9 +11,9 @@ import math
 import statistics
 from typing import Any, Iterable
 
-from grader.htmlkit import esc, img, new_figure, num, page, png_data_uri
-from grader.refcurves import grid_of, in_set, question_ref, same, student_choice
-from grader.similarity import MEASURE, MIN_WORDS, THRESHOLD, similar_pairs
+from grader.reports.htmlkit import esc, img, new_figure, num, page, png_data_uri
+from grader.reports.refcurves import grid_of, in_set, question_ref, same, student_choice
+from grader.assessment.similarity import MEASURE, MIN_WORDS, THRESHOLD, similar_pairs
 
 VERDICTS = ("right", "partly", "wrong", "review", "missing")
 MAX_BINS = 20

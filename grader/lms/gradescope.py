@@ -11,18 +11,19 @@ build: a zip with setup.sh (python, bubblewrap, CPU torch, this labgrader) and r
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import zipfile
 from dataclasses import fields
 from pathlib import Path
 
-from grader.errors import UserError
-from grader.limits import Limits
+from grader.common.errors import UserError
+from grader.execution.limits import Limits
 
 TORCH_SPEC = "torch==2.13.0"
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -43,7 +44,7 @@ def gradescope_command(args) -> int:
 # run -----------------------------------------------------------------------------------------
 
 def run_command(args) -> int:
-    from grader.export import gradescope_document, gradescope_errors, gradescope_failure, write_gradescope
+    from grader.lms.export import gradescope_document, gradescope_errors, gradescope_failure, write_gradescope
 
     root = Path(args.root)
     target = root / "results" / "results.json"
@@ -78,11 +79,10 @@ def run_command(args) -> int:
 def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
     """The adapter onto `grade`: run the CLI into a temporary OUT, return (header, the student's result, log).
 
-    Going through grader.cli.main keeps this module independent of grade.py's internals; a
+    Going through the command line keeps this module independent of grade.py's internals; a
     submission without a notebook is scored from its answer files (--no-execute).
     """
-    from grader.cli import main
-    from grader.lms_in import copy_tree
+    from grader.lms.lms_in import copy_tree
 
     if submission.is_symlink() or not submission.is_dir():
         raise UserError(f"{submission}: no submission folder")
@@ -93,13 +93,8 @@ def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
         argv = ["grade", str(subs), "--out", str(out), "--hide-answers", *_grade_flags(args)]
         if not has_notebook:
             argv.append("--no-execute")
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            try:
-                code = main(argv)
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 2
-        log = "".join(f"labgrader: refused {r.entry}: {r.reason}\n" for r in refused) + captured.getvalue()
+        code, output = run_grade(argv)
+        log = "".join(f"labgrader: refused {r.entry}: {r.reason}\n" for r in refused) + output
         if code != 0:
             lines = [ln for ln in log.splitlines() if ln.strip()]
             why = lines[-1].removeprefix("labgrader: ") if lines else f"grade exited with {code}"
@@ -115,6 +110,14 @@ def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
         return header, found[0], log
 
 
+def run_grade(argv: list[str]) -> tuple[int, str]:
+    """`labgrader ARGV` in a child process -> (exit code, stdout and stderr together). A child, not a
+    call into grader.cli, so this module never imports the CLI that dispatches to it."""
+    proc = subprocess.run([sys.executable, "-m", "grader", *argv], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    return proc.returncode, proc.stdout
+
+
 def _grade_flags(args) -> list[str]:
     """The flags `gradescope run` shares with `grade`, passed on as given."""
     flags = []
@@ -128,7 +131,7 @@ def _grade_flags(args) -> list[str]:
 
 def build_command(args) -> int:
     dest = Path(args.dest)
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     files = bundle_files(repo, reference=args.reference, spec=args.spec, run_flags=_run_flags(args),
                          real_data=_needs_real_data(args.reference))
     write_zip(dest, files)
@@ -190,7 +193,7 @@ fi
 
 def write_zip(dest: Path, files: dict[str, tuple[bytes, int]]) -> Path:
     """The zip with scripts at its root and Unix modes set (Gradescope runs run_autograder as is)."""
-    from grader.atomic import write_bytes_atomic
+    from grader.common.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:

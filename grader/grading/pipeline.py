@@ -1,0 +1,227 @@
+"""One submission through the stages: execute, collect, validate, score -> its result dict.
+
+Whatever goes wrong while handling a student becomes that student's status and one-line reason;
+`SetupError` alone (no sandbox, no data) stops the batch, since no submission could be graded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.common.errors import UserError
+from grader.common.text import one_line
+from grader.execution.limits import Limits
+from grader.assessment.validate import parse_answers, read_answer_file, validate_answers
+from grader.grading.submissions import SKIP_NAMES, Submission
+
+STATUSES = ("graded", "error", "timeout", "memory", "no-answers", "invalid-answers")
+
+
+class SetupError(UserError):
+    """The grader's own setup failed (no sandbox, no data): no submission can be graded, so stop."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything one student's grading needs; read-only, shared by the workers."""
+
+    spec: object
+    ref: object
+    out: Path
+    limits: Limits
+    data_dir: Path | None
+    sandbox: bool
+    no_execute: bool
+    hide: bool
+    threads: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    service_options: object | None = None
+    service: object | None = None
+
+
+def resolve_data_dir(args) -> tuple[Path, str]:
+    """The data notebooks read: --data-dir, else $LABGRADER_DATA, else the demo's synthetic data."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir), "--data-dir"
+    if os.environ.get("LABGRADER_DATA"):
+        return Path(os.environ["LABGRADER_DATA"]), "$LABGRADER_DATA"
+    from reference.synth import demo_data_dir
+
+    return Path(demo_data_dir()), "the bundled demo's synthetic data (set --data-dir or $LABGRADER_DATA for Fashion-MNIST)"
+
+
+# one student -----------------------------------------------------------------------------------
+
+def collect_answers(folder: Path | None, spec, *, search: bool = False) -> tuple[dict, list[str]]:
+    """Each answer file -> parsed answers, a one-line reason it is unusable, or None when absent.
+
+    Also returns every validation problem, one line each. search=True looks in sub-folders
+    too (a submitted folder may nest its files), taking the shallowest match.
+    """
+    files: dict = {}
+    problems: list[str] = []
+    for name in spec.answer_files:
+        path = _find(folder, name, search) if folder is not None else None
+        if path is None:
+            files[name] = None
+            continue
+        try:
+            data = read_answer_file(path)
+        except UserError as e:
+            files[name] = str(e)
+            problems.append(str(e))
+            continue
+        problems += validate_answers(name, data)
+        files[name] = parse_answers(name, data)
+    return files, problems
+
+
+def _find(folder: Path, name: str, search: bool) -> Path | None:
+    direct = folder / name
+    if os.path.lexists(direct):
+        return direct
+    if not search:
+        return None
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_NAMES)
+        if name in filenames:
+            found.append(Path(dirpath) / name)
+    return min(found, key=lambda p: (len(p.parts), str(p))) if found else None
+
+
+def decide_status(exec_result, files: dict, problems: list[str], *, no_execute: bool) -> tuple[str, str]:
+    """The one final status and its one-line reason; execution failures outrank answer problems."""
+    if exec_result is not None:
+        status = _get(exec_result, "status")
+        reason = exec_reason(exec_result)
+        if status != "ok":
+            if status in ("error", "timeout", "memory"):
+                return status, reason or {"error": "the notebook raised an error", "timeout": "ran out of time",
+                                          "memory": "ran out of memory"}[status]
+            return "error", reason or f"the kernel stopped ({status})"
+    written = [n for n, v in files.items() if v is not None]
+    if not written:
+        names = " or ".join(files)
+        where = "the submission holds no" if no_execute else "the notebook wrote no"
+        return "no-answers", f"{where} {names}"
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return "invalid-answers", one_line(problems[0], 300) + more
+    missing = [n for n, v in files.items() if v is None]
+    if missing:
+        return "graded", f"{', '.join(missing)} not written: its questions score 0"
+    return "graded", "all answer files valid"
+
+
+def exec_reason(exec_result) -> str:
+    """The executor's reason on one line, naming the cell it stopped in."""
+    reason = one_line(_get(exec_result, "reason") or "", 300)
+    cell = _get(exec_result, "cell")
+    if _get(exec_result, "status") != "ok" and cell is not None and f"cell {cell}" not in reason:
+        reason = f"cell {cell}: {reason}" if reason else f"cell {cell}"
+    return reason
+
+
+def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
+    """Execute (unless --no-execute), collect, validate and score one submission."""
+    from grader.assessment.score import score_answers
+
+    start = time.monotonic()
+    exec_result, executed = None, None
+    if ctx.no_execute:
+        folder = None if sub.is_notebook else sub.path
+        files, problems = collect_answers(folder, ctx.spec, search=True)
+    else:
+        workdir = ctx.out / ".work" / sub.student
+        _remove(workdir)
+        _remove(ctx.out / "executed" / f"{sub.student}.ipynb")
+        workdir.mkdir(parents=True)
+        exec_result = _execute(sub, workdir, ctx, slot)
+        executed = _keep_executed(exec_result, ctx.out, sub.student)
+        files, problems = collect_answers(workdir, ctx.spec)
+    status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
+    scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
+    if status == "graded" and not ctx.no_execute:
+        _remove(ctx.out / ".work" / sub.student)
+    return _result(sub.student, status, reason, scored, content, executed,
+                   time.monotonic() - start, problems)
+
+
+def failed_result(sub: Submission, ctx: Context, reason: str, content: str, duration: float) -> dict:
+    """A student whose handling broke: status error, every question not answered."""
+    from grader.assessment.score import score_answers
+
+    files = {name: "the submission could not be processed" for name in ctx.spec.answer_files}
+    return _result(sub.student, "error", one_line(reason, 300), score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide),
+                   content, None, duration, [])
+
+
+def _result(student, status, reason, scored, content, executed, duration, problems) -> dict:
+    return {
+        "student": student,
+        "status": status,
+        "reason": reason,
+        "total": scored["total"],
+        "max": scored["max"],
+        "questions": scored["questions"],
+        "review": scored["review"],
+        "content_sha256": content,
+        "executed": executed,
+        "duration_s": round(max(0.0, duration), 3),
+        "errors": [one_line(p, 300) for p in problems],
+    }
+
+
+def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
+    from grader.execution.execute import execute_notebook, prepare_workdir
+
+    notebook = prepare_workdir(sub.path, workdir, answer_files=ctx.spec.answer_files)
+    kwargs = dict(limits=ctx.limits, data_dir=ctx.data_dir, preamble=ctx.spec.preamble,
+                  sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop)
+    try:
+        with _training_session(ctx, sub.student, slot) as socket_path:
+            return execute_notebook(notebook, workdir, train_socket=socket_path, **kwargs)
+    except UserError as e:
+        raise SetupError(str(e), e.exit_code) from None
+
+
+def _training_session(ctx: Context, student: str, slot: int):
+    """This notebook's own socket to the training service, with its quota; a no-op without a service."""
+    if ctx.service is None:
+        return contextlib.nullcontext(None)
+    from grader.execution import sandbox as sb
+    from grader.service.server import Quota
+
+    uid = sb.uid_for_slot(slot) if ctx.sandbox and sb.privileged() else None
+    return ctx.service.session(student, Quota(ctx.limits.train_runs, ctx.limits.train_epochs), uid=uid)
+
+
+def _keep_executed(exec_result, out: Path, student: str) -> str | None:
+    """Copy the executed notebook to OUT/executed/<student>.ipynb; its path relative to OUT."""
+    src = _get(exec_result, "executed")
+    if not src or not Path(src).is_file():
+        return None
+    dest = out / "executed" / f"{student}.ipynb"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp, follow_symlinks=False)
+    os.replace(tmp, dest)
+    return dest.relative_to(out).as_posix()
+
+
+def _get(obj, name):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
