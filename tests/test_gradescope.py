@@ -73,8 +73,8 @@ def test_a_crash_in_grading_still_leaves_valid_results_with_score_0(tmp_path, mo
 def test_a_failing_grade_command_is_reported_by_its_last_line(tmp_path, monkeypatch):
     root = layout(tmp_path, {"lab7b.ipynb": "{}"})
 
-    def failing_grade(argv):
-        assert argv[0] == "grade" and "--hide-answers" in argv and "--no-execute" not in argv
+    def failing_grade(grade_args):
+        assert grade_args.hide_answers and not grade_args.no_execute
         return 2, "labgrader: the reference artifact is broken\n"
 
     monkeypatch.setattr(gradescope, "run_grade", failing_grade)

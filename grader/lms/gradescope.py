@@ -11,10 +11,11 @@ build: a zip with setup.sh (python, bubblewrap, CPU torch, this labgrader) and r
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,10 +78,10 @@ def run_command(args) -> int:
 
 
 def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
-    """The adapter onto `grade`: run the CLI into a temporary OUT, return (header, the student's result, log).
+    """The adapter onto `grade`: grade into a temporary OUT, return (header, the student's result, log).
 
-    Going through the command line keeps this module independent of grade.py's internals; a
-    submission without a notebook is scored from its answer files (--no-execute).
+    `grade` gets this command's own flags (they are grade's flags) and runs as from the command
+    line; a submission without a notebook is scored from its answer files (--no-execute).
     """
     from grader.lms.lms_in import copy_tree
 
@@ -90,10 +91,9 @@ def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
         subs, out = Path(tmp) / "submissions", Path(tmp) / "out"
         refused = copy_tree(submission, subs / STUDENT)
         has_notebook = any(p.suffix == ".ipynb" for p in (subs / STUDENT).rglob("*") if p.is_file())
-        argv = ["grade", str(subs), "--out", str(out), "--hide-answers", *_grade_flags(args)]
-        if not has_notebook:
-            argv.append("--no-execute")
-        code, output = run_grade(argv)
+        grade_args = argparse.Namespace(**{**vars(args), "submissions": str(subs), "out": str(out),
+                                           "hide_answers": True, "no_execute": not has_notebook})
+        code, output = run_grade(grade_args)
         log = "".join(f"labgrader: refused {r.entry}: {r.reason}\n" for r in refused) + output
         if code != 0:
             lines = [ln for ln in log.splitlines() if ln.strip()]
@@ -110,21 +110,19 @@ def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
         return header, found[0], log
 
 
-def run_grade(argv: list[str]) -> tuple[int, str]:
-    """`labgrader ARGV` in a child process -> (exit code, stdout and stderr together). A child, not a
-    call into grader.cli, so this module never imports the CLI that dispatches to it."""
-    proc = subprocess.run([sys.executable, "-m", "grader", *argv], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace")
-    return proc.returncode, proc.stdout
+def run_grade(grade_args: argparse.Namespace) -> tuple[int, str]:
+    """`grade` on parsed arguments -> (exit code, what it printed), errors as the CLI prints them.
+    grade_command is called directly, never grader.cli, which dispatches to this module."""
+    from grader.grade import grade_command
 
-
-def _grade_flags(args) -> list[str]:
-    """The flags `gradescope run` shares with `grade`, passed on as given."""
-    flags = []
-    for name, flag in (("reference", "--reference"), ("spec", "--spec")):
-        if getattr(args, name, None):
-            flags += [flag, str(getattr(args, name))]
-    return flags + _run_flags(args)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        try:
+            code = grade_command(grade_args)
+        except UserError as e:
+            print(f"labgrader: {e}", file=sys.stderr)
+            code = e.exit_code
+    return int(code or 0), captured.getvalue()
 
 
 # build ---------------------------------------------------------------------------------------
