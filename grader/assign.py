@@ -36,7 +36,8 @@ Python your Jupyter kernel runs, with Jupyter if you have none (`pip install not
 ## 1. Get the data
 
 ```sh
-labgrader data fetch     # Fashion-MNIST, once, into ~/.cache/labgrader/fashion-mnist (checksums verified)
+# Fashion-MNIST, once, into ~/.cache/labgrader/fashion-mnist (checksums verified)
+labgrader data fetch
 ```
 
 Offline, it says which file to put where; `LABGRADER_DATA=DIR` points the notebook at another folder.
@@ -45,15 +46,18 @@ Offline, it says which file to put where; `LABGRADER_DATA=DIR` points the notebo
 
 Open `{notebook}` from this folder (so that `src` is found), e.g. `jupyter notebook {notebook}`,
 and run it from the top. Each answers cell writes its file: `{ex1}` (Exercise 1) and `{ex2}`
-(Exercise 2). Numbers as numbers (`"0.1"`, `"128"`), yes/no answers starting with yes or no.
+(Exercise 2). Write η and S as numbers (`0.1` or `"0.1"`), a yes/no answer starting with yes or no.
 The grader runs your notebook again from the top, so the answers must be written by its cells.
 
 ## 3. Check before you hand it in
 
 ```sh
-labgrader check {ex1}                    # is my answer file valid?
-labgrader check {notebook} --no-execute   # the answer files beside the notebook
-labgrader check {notebook}                # run the notebook in the sandbox (Linux, bubblewrap), then check what it wrote
+# is my answer file valid?
+labgrader check {ex1}
+# the answer files beside the notebook
+labgrader check {notebook} --no-execute
+# run the notebook in the sandbox (Linux, with bubblewrap), then check what it wrote
+labgrader check {notebook}
 ```
 
 Running it in `check` uses labgrader's synthetic demo data unless you pass `--data-dir` or set
