@@ -1,7 +1,7 @@
 """Grading a whole class with and without the training service: wall time side by side.
 
-A class of N students (default 30) hands in the real lab notebook (the seed export's cells,
-via grader/labnotebook.py), each training 5 configurations for 10 epochs with the notebook's
+A class of N students (default 30) hands in the real lab notebook (the export's cells of the
+packaged reference/lab/lab7b.ipynb), each training 5 configurations for 10 epochs with the notebook's
 own code (build_mlp, optim.SGD, train with the seed's keywords): 4 configurations every
 student runs in the same order, then 1 drawn per student from a pool of 3. Each notebook
 writes 7b_ex1.json and 7b_ex2.json, the optima computed from its own runs. Comments and one
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import nbformat  # noqa: E402
 from nbformat.v4 import new_code_cell  # noqa: E402
 
-from grader.execution.labnotebook import load_seed_notebook  # noqa: E402
+from grader.execution.labnotebook import export_cells, load_lab_notebook  # noqa: E402
 from make_examples import LIKE_DROPOUT, NOISE_YES, REASON_YES, WHY_FASTER  # noqa: E402
 from reference import fmnist  # noqa: E402
 
@@ -106,7 +106,7 @@ def answer_cells(store: str) -> tuple[str, str]:
 
 def class_notebook(seed: nbformat.NotebookNode, i: int, epochs: int) -> nbformat.NotebookNode:
     """The lab notebook as student i hands it in: intro, setup, Exercise 1, runs, answers, Exercise 2."""
-    intro, setup, ex1_md, seed_train, _, ex2_md = seed.cells
+    intro, setup, ex1_md, seed_train, _, ex2_md = export_cells(seed)
     store = STORE_NAMES[i % len(STORE_NAMES)]
     name = student_name(i)
     runs = [new_code_cell(f"{store} = {{}}  # {name}: (lr, batch size, momentum) -> history")]
@@ -121,7 +121,7 @@ def class_notebook(seed: nbformat.NotebookNode, i: int, epochs: int) -> nbformat
 
 
 def write_class(root: Path, n: int, epochs: int) -> list[str]:
-    seed = load_seed_notebook()
+    seed = load_lab_notebook()
     names = []
     for i in range(n):
         folder = root / student_name(i)

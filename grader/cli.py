@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution(check)
     _add_json(check)
     check.set_defaults(func=_handler("grader.check:check_command"))
+    # assign
+    assign = sub.add_parser("assign", help="write the student handout: the lab notebook, the kit, a README and a zip for the LMS",
+                            description="Write the lab 7b handout into OUT: lab7b.ipynb, src/ (the lab kit), README.md for students, "
+                                        "and handout.zip with the same files for an LMS upload.")
+    assign.add_argument("out", metavar="OUT", help="folder to write into: new, empty, or a previous handout")
+    assign.add_argument("--force", action="store_true", help="write into a folder that holds other files too (they are left alone)")
+    _add_json(assign)
+    assign.set_defaults(func=_handler("grader.assign:assign_command"))
+
     # export
     export = sub.add_parser("export", help="gradebook to Canvas CSV, Moodle CSV or Gradescope results.json",
                             description="Turn a grading output folder into the files an LMS imports.")

@@ -16,6 +16,7 @@ from reference.kit import *  # noqa: F401,F403
 from reference.kit import __all__  # noqa: F401
 '''
 PACKAGE_INIT = '"""Helpers for the lab notebooks."""\n'
+KIT_FILES = {"src/__init__.py": PACKAGE_INIT, "src/fmnist_utils.py": SHIM}  # relative path -> text, as install_kit writes them
 
 
 def install_kit(dir, force: bool = False) -> Path:

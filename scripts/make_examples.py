@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from grader.execution.labnotebook import load_seed_notebook
+from grader.execution.labnotebook import export_cells, load_lab_notebook
 
 SHORT_TRAINING = '''# Loop through different LR and BS and find optimal ones (one epoch each, to save time).
 results = {}
@@ -69,10 +69,11 @@ def wrong_answers(ref: dict) -> tuple[dict, dict]:
     return ex1, ex2
 
 
-def build(seed: nbformat.NotebookNode, cells_after_training: list) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook(metadata=seed.metadata)
-    setup, ex1_md = seed.cells[1], seed.cells[2]
-    nb.cells = [seed.cells[0], setup, ex1_md, new_code_cell(SHORT_TRAINING), *cells_after_training]
+def build(seed: list, metadata: dict, cells_after_training: list) -> nbformat.NotebookNode:
+    """seed: the export's cells of the packaged lab notebook (intro, setup, Exercise 1, ...)."""
+    nb = nbformat.v4.new_notebook(metadata=metadata)
+    intro, setup, ex1_md = seed[:3]
+    nb.cells = [intro, setup, ex1_md, new_code_cell(SHORT_TRAINING), *cells_after_training]
     return nb
 
 
@@ -82,8 +83,10 @@ def main() -> None:
     parser.add_argument("--out", default="submissions")
     args = parser.parse_args()
     ref = json.loads(Path(args.reference).read_text())
-    seed = load_seed_notebook()
-    ex2_md = seed.cells[5]
+    lab = load_lab_notebook()
+    seed = export_cells(lab)
+    metadata = {k: v for k, v in lab.metadata.items() if k != "labgrader"}
+    ex2_md = seed[5]
     r1, r2 = right_answers(ref)
     w1, w2 = wrong_answers(ref)
     examples = {
@@ -99,7 +102,7 @@ def main() -> None:
     for student, cells in examples.items():
         folder = Path(args.out) / student
         folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(build(seed, cells), folder / "lab7b.ipynb")
+        nbformat.write(build(seed, metadata, cells), folder / "lab7b.ipynb")
         print(f"wrote {folder / 'lab7b.ipynb'}")
 
 

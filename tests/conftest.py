@@ -35,6 +35,15 @@ def synthetic_data(tmp_path_factory):
                                           n_test=SMALL_TEST, seed=0))
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """600 train / 100 test synthetic images (seed 0), world-readable: for running the whole lab
+    notebook (10 epochs) in seconds."""
+    from reference.synth import write_synthetic
+
+    return world_readable(write_synthetic(tmp_path_factory.mktemp("fmnist-tiny"), n_train=600, n_test=100, seed=0))
+
+
 def world_readable(folder):
     folder.chmod(0o755)
     for f in folder.iterdir():

@@ -103,7 +103,7 @@ def test_no_module_of_grader_or_reference_imports_its_own_caller():
 
 def test_the_cli_reaches_every_command_module_by_name():
     graph = import_graph()
-    for command in ("grader.grade", "grader.check", "grader.lms.export", "grader.lms.gradescope"):
+    for command in ("grader.grade", "grader.check", "grader.assign", "grader.lms.export", "grader.lms.gradescope"):
         assert command in graph["grader.cli"]
 
 

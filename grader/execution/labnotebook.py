@@ -1,24 +1,27 @@
-"""The lab notebook's text export -> a runnable nbformat notebook.
+"""The lab notebook: the one packaged with labgrader, and the converter that built it from the course's text export.
 
 The course hands out the lab as a copy of the rendered notebook: prose, `In [N]:` markers,
-the code, then whatever the cell printed. Tests and benchmarks need it as an .ipynb whose code
-is exactly the students' starting code, quirks included, so the outputs go and the prose
-becomes markdown.
+the code, then whatever the cell printed. scripts/build_lab_notebook.py turned that export
+once into `reference/lab/lab7b.ipynb` (the outputs go, the prose becomes markdown, the code
+stays exactly the students' starting code, quirks included) and completed it with cells the
+course added, each marked in its metadata. Everything else reads the packaged notebook.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 import re
+from importlib import resources
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from grader.common.errors import UserError
+from grader.common.text import one_line
 
-SEED_NAME = "lab-7b-optimizing-neural-networks.txt"
+NOTEBOOK_NAME = "lab7b.ipynb"
+ADDED = "added"  # cell.metadata["labgrader"]["added"]: why the course added this cell
 _MARKER = re.compile(r"^In \[\s*\d*\s*\]:\s*$")
 _MAGIC = re.compile(r"^(\s*)(%|!)")
 _HEADING = re.compile(r"^#{1,6} \S")
@@ -137,20 +140,29 @@ def notebook_from_export(text: str) -> nbformat.NotebookNode:
     return nb
 
 
-def seed_path(path: str | os.PathLike | None = None) -> Path:
-    """The argument, else $LABGRADER_SEED, else ../shared/seed/ beside the repository."""
-    if path:
-        return Path(path)
-    if os.environ.get("LABGRADER_SEED"):
-        return Path(os.environ["LABGRADER_SEED"])
-    return Path(__file__).resolve().parents[2] / "shared" / "seed" / SEED_NAME
+def lab_notebook_path() -> Path:
+    """The packaged lab notebook (reference/lab/lab7b.ipynb), wherever labgrader is installed."""
+    return Path(str(resources.files("reference") / "lab" / NOTEBOOK_NAME))
 
 
-def load_seed_notebook(path: str | os.PathLike | None = None) -> nbformat.NotebookNode:
-    where = seed_path(path)
+def load_lab_notebook(path: str | Path | None = None) -> nbformat.NotebookNode:
+    """The handout notebook: the export's cells as students see them, plus the course's marked additions."""
+    where = Path(path) if path else lab_notebook_path()
     try:
-        text = where.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the lab notebook export {where} ({getattr(e, 'strerror', None) or e}); "
-                        "set LABGRADER_SEED to its path")
-    return notebook_from_export(text)
+        nb = nbformat.read(where, as_version=4)
+        nbformat.validate(nb)
+    except OSError as e:
+        raise UserError(f"cannot read the lab notebook {where} ({e.strerror or e}); reinstall labgrader")
+    except Exception as e:  # nbformat raises many kinds for a damaged file; each is the same fault here
+        raise UserError(f"the lab notebook {where} is damaged ({one_line(e, 160)}); reinstall labgrader")
+    return nb
+
+
+def is_added(cell) -> bool:
+    """True for a cell the course added to the export (setup imports, Exercise 2's reconstruction)."""
+    return bool(cell.get("metadata", {}).get("labgrader", {}).get(ADDED))
+
+
+def export_cells(nb: nbformat.NotebookNode) -> list:
+    """The cells of the course's export, in order, without the ones the course added."""
+    return [c for c in nb.cells if not is_added(c)]
