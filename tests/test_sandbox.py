@@ -306,7 +306,7 @@ def test_nbformat_v3_notebook_runs(tmp_path):
 def test_error_names_cell_and_exception(tmp_path):
     result, _ = run(tmp_path, notebook("a = 1", "", "1 / 0", "print('never')"))
     assert (result.status, result.cell) == ("error", 3)
-    assert result.reason == "ZeroDivisionError: division by zero"
+    assert result.reason == "cell 3 «1 / 0»: ZeroDivisionError: division by zero"
 
 
 def test_kit_through_the_preamble_trains_an_epoch(tmp_path, data_dir):

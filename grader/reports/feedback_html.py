@@ -108,7 +108,7 @@ def _status(result: dict, executed_notebook: Any) -> str:
     source = executed_notebook if executed_notebook is not None else result.get("executed")
     failed = failing_cell(source) if source else None
     if failed:
-        lines.append(f"<p>It stopped in cell {failed['cell']} with <code>{esc(failed['ename'])}</code>. "
+        lines.append(f"<p>It stopped in {esc(failed['label'])} with <code>{esc(failed['ename'])}</code>. "
                      "The traceback of your code (frames inside libraries hidden):</p>")
         lines.append(f"<pre class=\"traceback\">{esc(failed['traceback'])}</pre>")
     lines.append("</section>")
