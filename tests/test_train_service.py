@@ -170,6 +170,8 @@ def test_unknown_and_missing_fields_are_named():
 
 def test_a_run_trained_alone_leaves_history_model_optimizer_and_generator_bit_for_bit_as_local_training(
         service, synthetic_data, data, monkeypatch, capfd):
+    """Bit for bit by construction, on any CPU: a run alone is the kit's own loop, run in this process
+    with the notebook's thread count and kernels (the sandbox gets the host's KERNEL_VARS)."""
     H_local, m_local, o_local, rng_local = lab_call(data)
     with served(service, synthetic_data, monkeypatch) as s:
         before = service.summary()
