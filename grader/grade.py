@@ -16,7 +16,7 @@ from pathlib import Path
 
 from grader import __version__
 from grader.common.errors import UserError
-from grader.execution.limits import limits_from_args
+from grader.execution.limits import limits_from_args, notebook_threads
 from grader.assessment.reference_io import reference_for
 from grader.grading.executor import Executor
 from grader.grading.pipeline import STATUSES, Context, SetupError, resolve_data_dir
@@ -55,7 +55,7 @@ def grade_command(args) -> int:
         if executor == "local" and not data_dir.is_dir():
             raise UserError(f"data dir {data_dir} ({source}) is not a folder")
         say(f"notebooks read their data from {data_dir} ({source})")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = notebook_threads(jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
                   bool(getattr(args, "hide_answers", False)), threads,
                   service_options=None if no_execute else _service_options(args, threads))

@@ -18,6 +18,7 @@ from grader.common.errors import UserError
 DEFAULT_SPEC = Path(__file__).with_name("specs") / "lab7b.toml"
 
 HYPERPARAMETERS = ("lr", "batch_size", "momentum")
+WHOLE_HYPERPARAMETERS = ("batch_size",)
 QUESTION_KINDS = ("optimum", "yesno", "text")
 METRICS = ("final_train_acc", "best_test_acc", "final_test_acc", "best_train_acc")
 TRUTHS = ("test_optimum_in_train_tie_set", "noise_rank_correlation_positive")
@@ -283,3 +284,11 @@ def load_spec(path: str | Path | None = None) -> Spec:
         questions=questions,
         **dims,
     )
+
+
+def hyperparameter_value(name: str | None, value):
+    """A grid value as people write it: a batch size is an integer (256, never 256.0), the rest floats."""
+    if name in WHOLE_HYPERPARAMETERS and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return float(value)

@@ -5,9 +5,10 @@ weights (nn.Linear's default init, drawn in build_mlp's order), the same shuffle
 per epoch from the same generator, continued after the init), SGD with momentum as
 torch.optim.SGD does it, cross entropy averaged over the minibatch, the last partial minibatch
 kept. The randomness lives in a per-run torch.Generator, so a run does not depend on which
-other runs share its batch: bit for bit with single-threaded ops (the sweep's CPU setting);
-a shared thread pool or a GPU may split a batched matmul differently per batch size, which
-moves the last bits only.
+other runs share its batch. Not bit for bit: the BLAS kernel a batched matmul takes (and its
+order of summation) depends on the CPU's instruction set, the thread count and the batch shape,
+so a run beside others agrees with the run alone within float32 rounding (last bits of the
+weights; tests/test_trainer.py states the bound).
 
 Speed: the weights of R runs are stacked ([R, ...]) and the forward and backward passes are
 written out by hand as batched matmuls into preallocated buffers, about ten ops per step for

@@ -73,6 +73,59 @@ def test_a_canvas_zip_of_the_examples_grades_as_they_were_built(canvas_out):
     assert len(refused) == 2 and all(r["reason"] for r in refused)
 
 
+def code_cell_position(notebook: Path, needle: str) -> tuple[int, str]:
+    """(1-based position among the notebook's code cells, first line) of the code cell holding `needle`."""
+    code = [c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+    (position,) = [i for i, src in enumerate(code, start=1) if needle in src]
+    return position, next(ln for ln in code[position - 1].splitlines() if ln.strip())
+
+
+def html_text(path: Path) -> str:
+    """The page's text as a reader sees it: tags dropped, entities decoded."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]*>", "", path.read_text(encoding="utf-8")))
+
+
+def test_the_demo_crash_names_one_cell_number_in_reason_feedback_and_traceback(canvas_out):
+    """cho_crash fails in its 4th code cell: the reason, results.json, both feedbacks and the trimmed
+    traceback say cell 4 (not the executed notebook's index 9 nor IPython's execution count In[5])."""
+    out, summary = canvas_out
+    position, first = code_cell_position(EXAMPLES / "cho_crash" / "lab7b.ipynb", "test_acc_max")
+    assert position == 4
+    label = f"cell {position} «{first[:39]}…»"
+    student = by_student(summary)["chocrash"]["student"]
+    results = {s["student"]: s for s in json.loads((out / "results.json").read_text())["students"]}
+    assert results[student]["reason"] == f"{label}: KeyError: 'test_acc_max'"
+    assert f"- Status: **error**: {label}: KeyError: 'test_acc_max'" in (out / "feedback" / f"{student}.md").read_text()
+    page = html_text(out / "feedback" / f"{student}.html")
+    assert f"It stopped in {label} with KeyError." in page
+    assert f"Cell In[{position}], line 2" in page and "Cell In[5]" not in page and "cell 9" not in page
+
+
+FUNCTION_CRASH = ["x = 1", "", "  ", "def pick(d):\n    return d['missing']", "# the call\npick({'a': '<b>'})"]
+
+
+def test_a_crash_after_empty_cells_and_inside_a_function_is_named_as_the_student_counts(tmp_path, capsys):
+    """Empty cells are not executed (IPython's count skips them) and the error is raised in an earlier
+    cell's function: every message still counts code cells, the setup cell not counted."""
+    nb = new_notebook(cells=[nbformat.v4.new_markdown_cell("# Lab")] + [new_code_cell(s) for s in FUNCTION_CRASH])
+    (tmp_path / "class" / "eve").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "class" / "eve" / "lab7b.ipynb")
+    code, summary = grade(str(tmp_path / "class"), "--out", str(tmp_path / "out"), "--no-train-service", *FAST)
+    assert code == 0
+    label = "cell 5 «# the call»"
+    assert summary["students"][0]["reason"] == f"{label}: KeyError: 'missing'"
+    assert f"**error**: {label}: KeyError" in (tmp_path / "out" / "feedback" / "eve.md").read_text()
+    page = html_text(tmp_path / "out" / "feedback" / "eve.html")
+    assert f"It stopped in {label} with KeyError." in page
+    assert "Cell In[5], line 2" in page and "Cell In[4], line 2, in pick(d)" in page
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "class" / "eve" / "lab7b.ipynb"), *FAST]) == 1
+    assert f"notebook: error: {label}: KeyError: 'missing'" in capsys.readouterr().out.splitlines()
+
+
 def test_every_html_feedback_has_every_question_and_a_png_per_numeric_one(canvas_out):
     from html.parser import HTMLParser
 

@@ -248,3 +248,42 @@ def test_invalid_answers_list_each_problem_escaped(sp, ref):
     assert '7b_ex1.json: a: "0.1x" is not a number' in page.text
     assert f"7b_ex2.json: {HOSTILE}: unexpected key" in page.text
     assert "invalid-answers" in page.text and "7b_ex1.json is invalid" in page.text
+
+
+def test_a_batch_size_is_an_integer_in_captions_plots_and_expected_values(sp, ref, monkeypatch):
+    """256, never 256.0: the figure's legend and ticks, its caption and alt text, the expected values,
+    also when the artifact stores the grid as floats."""
+    import copy
+
+    import grader.reports.feedback_html as fh
+    from grader.assessment.score import expected_value, score_question
+    from grader.assessment.validate import parse_answers
+
+    floats = copy.deepcopy(ref)
+    qref = floats["questions"]["ex1.c"]
+    qref.update(grid=[float(v) for v in qref["grid"]], best=float(qref["best"]), tie_set=[float(v) for v in qref["tie_set"]])
+    for row in qref["table"]:
+        row["value"] = float(row["value"])
+    figures = []
+    monkeypatch.setattr(fh, "png_data_uri", lambda fig: figures.append(fig) or "data:image/png;base64,")
+    fh._figure_cached.cache_clear()
+    result = fake_result("ann", {**GOOD_ANSWERS, "ex1.c": "64"}, sp=sp, ref=floats)
+    result["questions"]["ex1.c"] = score_question(sp.question("ex1.c"), parse_answers("7b_ex1.json", {"c": "64"})["c"],
+                                                  qref, spec=sp, provenance=floats.get("provenance") or {})
+    page = Page(render_feedback_html(result, sp, floats, hide_answers=False))
+    fh._figure_cached.cache_clear()
+    plot = optimum_plot(sp.question("ex1.c"), result["questions"]["ex1.c"], sp, floats, hide_answers=False)
+    assert sorted(plot["curves"]) == [32, 64] and plot["choice"] == 64 and plot["best"] == 32
+    assert all(type(v) is int for v in [*plot["curves"], plot["choice"], plot["best"], *plot["tie_set"]])
+    expected = expected_value(sp.question("ex1.c"), qref)
+    assert expected == [32, 64] and all(type(v) is int for v in expected)
+    text = page.text_of("ex1.c")
+    assert "batch size S = 64, batch size S = 32" in text and not re.search(r"\b\d+\.0\b", text)
+    alts = [a.get("alt", "") for tag, a in page.starts if tag == "img"]
+    assert "learning curves: batch size S = 64, batch size S = 32" in alts
+    assert not any(re.search(r"\b\d+\.0\b", alt) for alt in alts)
+    (fig,) = [f for f in figures if any("your choice, 64" == t.get_text() for ax in f.axes if ax.get_legend()
+                                        for t in ax.get_legend().get_texts())]
+    curves, table = fig.axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["your choice, 64", "best, 32"]
+    assert [t.get_text() for t in table.get_xticklabels()] == ["16", "32", "64", "128", "256", "512", "1024"]

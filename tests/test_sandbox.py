@@ -306,7 +306,7 @@ def test_nbformat_v3_notebook_runs(tmp_path):
 def test_error_names_cell_and_exception(tmp_path):
     result, _ = run(tmp_path, notebook("a = 1", "", "1 / 0", "print('never')"))
     assert (result.status, result.cell) == ("error", 3)
-    assert result.reason == "ZeroDivisionError: division by zero"
+    assert result.reason == "cell 3 «1 / 0»: ZeroDivisionError: division by zero"
 
 
 def test_kit_through_the_preamble_trains_an_epoch(tmp_path, data_dir):
@@ -395,3 +395,43 @@ def test_a_stop_request_ends_the_sandbox_at_once(tmp_path):
     while uid_processes(sandbox.uid_for_slot(SLOT)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert uid_processes(sandbox.uid_for_slot(SLOT)) == []
+
+
+def test_the_notebook_takes_the_hosts_kernel_path_and_thread_count_and_nothing_else(tmp_path, monkeypatch):
+    """The variables that choose CPU kernels reach the notebook, so it computes as the training service
+    on the host does; the thread count is the grader's; any other host variable stays outside."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("LABGRADER_SECRET_TOKEN", "s3cret")
+    code = ("import json, os, torch\n"
+            "env = {k: os.environ.get(k) for k in ('ATEN_CPU_CAPABILITY', 'MKL_ENABLE_INSTRUCTIONS', 'OMP_NUM_THREADS',\n"
+            "                                      'LABGRADER_SECRET_TOKEN')}\n"
+            "json.dump({'env': env, 'capability': torch.backends.cpu.get_cpu_capability(),\n"
+            "           'threads': torch.get_num_threads()}, open('probe.json', 'w'))")
+    limits = Limits(**{**FAST.as_dict(), "memory_mb": 4096, "cell_timeout": 60})
+    probe = probe_json(*run(tmp_path, notebook(code), limits=limits))
+    assert probe["env"] == {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                            "OMP_NUM_THREADS": "1", "LABGRADER_SECRET_TOKEN": None}
+    assert probe["capability"] == "DEFAULT" and probe["threads"] == 1
+
+
+def test_the_sandbox_environment_names_only_kernel_variables_the_host_set(monkeypatch):
+    for name in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "")
+    env = sandbox.runner_env(home="/home/student", data=None, threads=3, seed=0)
+    assert not {"ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"} & set(env)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert sandbox.runner_env(home="/home/student", data=None, threads=3, seed=0)["ATEN_CPU_CAPABILITY"] == "avx2"
+
+
+def test_threads_per_notebook_share_the_cores_and_honour_omp_num_threads(monkeypatch):
+    from grader.execution.limits import notebook_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert notebook_threads(4, {}) == 4 and notebook_threads(32, {}) == 1
+    assert notebook_threads(4, {"OMP_NUM_THREADS": "1"}) == 1
+    assert notebook_threads(4, {"OMP_NUM_THREADS": "8"}) == 4
+    assert notebook_threads(4, {"OMP_NUM_THREADS": "zero"}) == notebook_threads(4, {"OMP_NUM_THREADS": "0"}) == 4

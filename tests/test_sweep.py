@@ -120,6 +120,30 @@ def comparable(artifact: dict) -> dict:
     return doc
 
 
+# A resumed sweep trains the missing runs in smaller batches than an uninterrupted one. The BLAS
+# kernel a batched matmul takes depends on the CPU and the batch shape, so a run's numbers may move
+# in the last float32 bits (tests/test_trainer.py measures <= 2.3e-8 in weights, <= 1.7e-8 in
+# losses); numbers are compared within 1e-6, everything else (configs, grids, tie sets, counts,
+# what diverged) exactly.
+FLOAT_TOL = 1e-6
+
+
+def assert_same_artifact(a, b, where="artifact"):
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), where
+        assert a == pytest.approx(b, rel=FLOAT_TOL, abs=FLOAT_TOL), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same_artifact(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_artifact(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
 @pytest.fixture
 def uninterrupted(tmp_path_factory, tiny_spec, synthetic_data):
     out = tmp_path_factory.mktemp("full") / "ref.json"
@@ -176,7 +200,7 @@ def test_killed_sweep_resumes_with_only_the_missing_runs(tmp_path, tiny_spec, sy
     assert len(lines) == 1 + 2 + 1 and not lines[-1].endswith("}")
     summary = run_json(capsys, run_args(tiny_spec, synthetic_data, out))
     assert (summary["trained"], summary["reused"]) == (RUNS - 2, 2)
-    assert comparable(read_artifact(out)) == comparable(uninterrupted)
+    assert_same_artifact(comparable(read_artifact(out)), comparable(uninterrupted))
     again = run_json(capsys, run_args(tiny_spec, synthetic_data, out))
     assert (again["trained"], again["reused"]) == (0, RUNS)
 
@@ -190,7 +214,7 @@ def test_a_half_written_last_line_is_dropped_and_that_run_trains_again(tmp_path,
     store.write_text(text[:-40])
     summary = run_json(capsys, run_args(tiny_spec, synthetic_data, out))
     assert (summary["trained"], summary["reused"]) == (1, RUNS - 1)
-    assert comparable(read_artifact(out)) == comparable(uninterrupted)
+    assert_same_artifact(comparable(read_artifact(out)), comparable(uninterrupted))
     assert store.read_text().endswith("\n") and len(store.read_text().splitlines()) == 1 + RUNS
 
 

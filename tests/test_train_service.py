@@ -115,6 +115,32 @@ def test_a_lab_request_parses_with_its_group_and_a_stable_key():
     assert req.key("t") != req.key("other-trainer")
 
 
+EPYC = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n\nprocessor\t: 1\n"
+
+
+def test_the_memo_key_names_the_cpu_kernel_path(monkeypatch):
+    """A memo shared across machines must not answer a run with numbers other kernels computed."""
+    from grader.common.kernels import cpu_kernel_path, cpu_model
+    from grader.service.server import trainer_name
+
+    assert cpu_model(EPYC) == "AuthenticAMD / AMD EPYC 7B13 64-Core Processor"
+    assert cpu_model("") == "unknown vendor / unknown model"
+    assert cpu_kernel_path(torch, cpuinfo=EPYC) != cpu_kernel_path(torch, cpuinfo=EPYC.replace("7B13", "9654"))
+    req = parse(*_request(), input_dim=784, classes=10)
+    cpu = torch.device("cpu")
+    keys = {"here": req.key(trainer_name(torch, cpu, torch.float32, 2))}
+    capability = torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT" if capability != "DEFAULT" else "AVX2")
+    keys["capability"] = req.key(trainer_name(torch, cpu, torch.float32, 2))
+    monkeypatch.undo()
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
+    keys["mkl"] = req.key(trainer_name(torch, cpu, torch.float32, 2))
+    monkeypatch.undo()
+    keys["threads"] = req.key(trainer_name(torch, cpu, torch.float32, 1))
+    assert len(set(keys.values())) == 4, keys
+    assert req.key(trainer_name(torch, cpu, torch.float32, 2)) == keys["here"]
+
+
 @pytest.mark.parametrize("changes, reason", [
     ({"op": "shell"}, "unknown operation 'shell'"),
     ({"lr": -1.0}, "lr must be a finite number from 0 to 1e"),
@@ -144,6 +170,8 @@ def test_unknown_and_missing_fields_are_named():
 
 def test_a_run_trained_alone_leaves_history_model_optimizer_and_generator_bit_for_bit_as_local_training(
         service, synthetic_data, data, monkeypatch, capfd):
+    """Bit for bit by construction, on any CPU: a run alone is the kit's own loop, run in this process
+    with the notebook's thread count and kernels (the sandbox gets the host's KERNEL_VARS)."""
     H_local, m_local, o_local, rng_local = lab_call(data)
     with served(service, synthetic_data, monkeypatch) as s:
         before = service.summary()

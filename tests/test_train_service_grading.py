@@ -134,8 +134,9 @@ def test_a_notebook_attacking_the_socket_fails_in_its_own_cell_and_the_others_ar
     assert code == 0
     got = {s["student"]: s for s in summary["students"]}
     assert got["attacker"]["status"] == "error"
-    assert got["attacker"]["reason"].startswith("cell 2: TrainingServiceError: the training service refused this request: "
-                                                "malformed request: lr must be a finite number from 0")
+    reason = got["attacker"]["reason"]
+    assert reason.startswith('cell 2 «header = {"op": "train", "version": 1, …»: TrainingServiceError: '
+                             "the training service refused this request: malformed request: lr must be a finite number from 0")
     replies = [json.loads(r) for r in printed(tmp_path / "out", "attacker", "REPLY ")]
     assert "protocol marker" in replies[0]["error"] and "1073741824 bytes, over the limit" in replies[1]["error"]
     assert printed(tmp_path / "out", "attacker", "MEMO ") == ["false"]

@@ -14,12 +14,35 @@ D, H, C = 784, 512, 10
 
 @pytest.fixture
 def one_thread():
-    """The sweep's CPU setting: single-threaded ops, where a matmul of one run cannot depend on its
-    batch mates (with a shared thread pool MKL splits a batched matmul differently per batch size)."""
+    """The sweep's CPU setting: single-threaded ops (the CI runs these tests a second time with other
+    kernel paths; a run still agrees with itself beside others only within WEIGHT_TOL, see above)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A run trained beside others against the same run alone. The batched matmuls round each float32
+# product sum once, but the order of the summation (and with it the last bit) is the BLAS kernel's
+# choice, which depends on the CPU (AVX-512, AVX2, a generic path), the thread count and the batch
+# shape: bit-for-bit equality is not a property of the code. Measured differences after 16-32 steps
+# are <= 2.3e-8 in weights and <= 1.7e-8 in losses (Xeon AVX-512 and ATEN_CPU_CAPABILITY=default
+# MKL_ENABLE_INSTRUCTIONS=AVX2, 1 and 2 threads, 3 and 9 runs per batch); the bounds below leave a
+# 40x margin and stay 1000x under what one step of another run's gradient or momentum would add
+# (lr * grad ~ 1e-3). An accuracy may move by one sample whose two top logits tie within rounding.
+WEIGHT_TOL = 1e-6
+LOSS_REL_TOL = 1e-6
+
+
+def assert_same_run(a, b, n, n_test):
+    """Two RunResults of one run agree within float32 rounding of the kernels (see above)."""
+    for key, count in (("acc", n), ("test_acc", n_test)):
+        assert all(abs(x - y) <= 1 / count + 1e-12 for x, y in zip(a.history[key], b.history[key], strict=True)), key
+    for key in ("loss", "test_loss"):
+        assert b.history[key] == pytest.approx(a.history[key], rel=LOSS_REL_TOL), key
+    if a.weights is not None or b.weights is not None:
+        worst = max((x - y).abs().max().item() for x, y in zip(a.weights, b.weights, strict=True))
+        assert worst <= WEIGHT_TOL, f"max |weight difference| {worst:g}"
 
 
 def random_set(n, n_test, seed=0, dtype=torch.float32):
@@ -102,8 +125,8 @@ def test_a_run_does_not_depend_on_the_runs_beside_it(one_thread):
     alone = trainer.train_runs(data, [RunSpec(0.1, 0.9, 4)], 64, 2, return_weights=True)[0]
     together = trainer.train_runs(data, [RunSpec(0.01, 0.9, 1), RunSpec(0.1, 0.9, 4), RunSpec(0.3, 0.9, 9)],
                                   64, 2, return_weights=True)[1]
-    assert together.history == alone.history
-    assert all(torch.equal(a, b) for a, b in zip(alone.weights, together.weights))
+    assert not together.diverged and not alone.diverged
+    assert_same_run(alone, together, 500, 100)
 
 
 def test_lr_1_momentum_09_run_diverges_at_its_epoch_without_spoiling_a_healthy_run(one_thread):
@@ -127,8 +150,8 @@ def test_lr_1_momentum_09_run_diverges_at_its_epoch_without_spoiling_a_healthy_r
     assert bad.history["loss"][1:] == [None, None] and bad.history["test_loss"][1:] == [None, None]
     assert bad.history["acc"][1:] == [0.1, 0.1] and bad.history["test_acc"][1:] == [0.1, 0.1]
     assert math.isfinite(bad.history["loss"][0]) and math.isfinite(bad.history["test_loss"][0])
-    assert not healthy.diverged and healthy.history == alone.history
-    assert all(torch.equal(a, b) for a, b in zip(healthy.weights, alone.weights))
+    assert not healthy.diverged
+    assert_same_run(alone, healthy, 257, 64)
     assert all(torch.isfinite(w).all() for w in healthy.weights)
 
 
@@ -140,7 +163,8 @@ def test_a_huge_learning_rate_diverges_on_its_own_and_leaves_its_batch_mate_alon
     assert together[0].diverged and together[0].diverged_epoch == 0
     assert together[0].history == {"acc": [0.1, 0.1], "test_acc": [0.1, 0.1], "loss": [None, None],
                                    "test_loss": [None, None]}
-    assert together[1].history == alone[0].history and not together[1].diverged
+    assert not together[1].diverged
+    assert_same_run(alone[0], together[1], 400, 100)
 
 
 def test_stop_request_raises_stopped_and_progress_counts_run_epochs():

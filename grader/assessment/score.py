@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from grader.assessment.validate import Answer
+from reference.spec import hyperparameter_value
 
 VERDICTS = ("right", "partly", "wrong", "review", "missing")
 VERDICT_WORDS = {"right": "right", "partly": "partly right", "wrong": "wrong", "review": "needs review",
@@ -76,7 +77,7 @@ def score_question(q, answer: Answer | None, ref_q: dict, *, spec, provenance: d
 def expected_value(q, ref_q: dict):
     """What the reference expects, as plain JSON: the tie set, the yes/no truth, or None for free text."""
     if q.kind == "optimum":
-        return list(ref_q.get("tie_set", []))
+        return [hyperparameter_value(ref_q.get("vary"), v) for v in ref_q.get("tie_set", [])]
     if q.kind == "yesno":
         return ref_q.get("truth")
     return None

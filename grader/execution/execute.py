@@ -314,7 +314,10 @@ def _interpret(status: dict | None, workdir: Path, limits: Limits, returncode, k
                duration: float) -> ExecResult:
     cell = status.get("cell") if status else None
     cell = cell if isinstance(cell, int) and not isinstance(cell, bool) and cell > 0 else None
-    where = f"cell {cell}" if cell else "the notebook"
+    label = status.get("cell_label") if status else None
+    where = "the notebook"
+    if cell:
+        where = one_line(label, 80) if isinstance(label, str) and label.startswith(f"cell {cell} ") else f"cell {cell}"
     if killed:
         return ExecResult("timeout", f"the notebook ran longer than {limits.timeout:g} s (stopped in {where})",
                           cell, _executed(status, workdir), duration)

@@ -5,6 +5,7 @@ The CLI builds its flags from these fields, so a limit's default and help live o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 
 
@@ -39,3 +40,12 @@ def add_limit_flags(parser) -> None:
 
 def limits_from_args(args) -> Limits:
     return Limits(**{f.name: getattr(args, f"limit_{f.name}") for f in fields(Limits)})
+
+
+def notebook_threads(parallel: int, environ=None) -> int:
+    """Threads for each of `parallel` notebooks run at once on this machine (and for the training
+    service, which must match them): the cores shared out, at most $OMP_NUM_THREADS where it is set."""
+    environ = os.environ if environ is None else environ
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
+    cap = environ.get("OMP_NUM_THREADS", "").strip()
+    return min(threads, int(cap)) if cap.isdigit() and int(cap) >= 1 else threads

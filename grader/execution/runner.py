@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from grader.common.atomic import write_json_atomic, write_text_atomic
+from grader.common.text import cell_label
 
 NOTE = "[output truncated by labgrader]"
 PREAMBLE_TAG = "labgrader-preamble"
@@ -280,7 +281,9 @@ class Run:
 
     # status ------------------------------------------------------------------------------------
     def progress(self, cell: int | None) -> None:
-        self.write_status({"phase": "running", "status": "running", "reason": "", "cell": cell})
+        """Where the notebook is, for the host to name if it has to stop it: the cell and its label."""
+        self.write_status({"phase": "running", "status": "running", "reason": "", "cell": cell,
+                           "cell_label": self.where() if cell else None})
 
     def write_status(self, status: dict) -> None:
         status = {**status, "duration_s": round(time.monotonic() - self.start, 3)}
@@ -345,7 +348,9 @@ class Run:
         if self.current is None:
             return "before the first cell"
         number = self.cell_numbers.get(self.current)
-        return f"cell {number}" if number else "the setup cell labgrader adds before your first cell"
+        if not number:
+            return "the setup cell labgrader adds before your first cell"
+        return cell_label(number, self.nb.cells[self.current].source if self.nb is not None else None)
 
     # the kernel --------------------------------------------------------------------------------
     def prepare_kernel(self) -> None:
@@ -441,7 +446,7 @@ class Run:
         if number is None:
             preamble = "; ".join(self.job.get("preamble", [])) or "seeding"
             return self.result(status, f"the setup cell labgrader adds before your first cell ({one_line(preamble, 80)}) failed: {line}")
-        return self.result(status, line, number)
+        return self.result(status, f"{self.where()}: {line}", number)
 
     def timed_out(self) -> dict:
         number = self.cell_numbers.get(self.current) if self.current is not None else None

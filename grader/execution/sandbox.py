@@ -20,6 +20,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from grader.common.errors import UserError
+from grader.common.kernels import kernel_env
 from grader.execution.limits import Limits
 
 WORKDIR = PurePosixPath("/home/student")
@@ -75,7 +76,11 @@ def drop_argv(uid: int) -> list[str]:
 
 def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threads: int, seed: int,
                tmp: str | os.PathLike = "/tmp", train_socket: str | os.PathLike | None = None) -> dict[str, str]:
-    """The runner's and kernel's whole environment, built from nothing so no host secret leaks in."""
+    """The runner's and kernel's whole environment, built from nothing so no host secret leaks in.
+
+    Only the variables that choose CPU kernels (KERNEL_VARS) come from the host, so a notebook takes
+    the kernel paths the training service takes; the thread count is the one the service trains with.
+    """
     home = str(home)
     state = f"{home}/{STATE}"
     env = {
@@ -89,6 +94,7 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
         "PYDEVD_DISABLE_FILE_VALIDATION": "1", "MALLOC_ARENA_MAX": "2",
     }
     env.update({name: str(threads) for name in THREAD_VARS})
+    env.update(kernel_env())
     if data is not None:
         env["LABGRADER_DATA"] = str(data)
     if train_socket is not None:

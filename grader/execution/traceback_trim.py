@@ -3,6 +3,10 @@
 IPython stores one list entry per frame, ANSI-coloured. A student needs the frames of their
 cells (and of their own modules), not forty frames inside torch or IPython, so library frames
 are replaced by one line saying how many were hidden.
+
+Cells are named as everywhere else (grader.common.text.cell_label): by position among the
+student's code cells, the grader's setup cell not counted. IPython's `Cell In[n]` counts
+executions (the setup cell first, empty cells skipped), so n is rewritten to that position.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from grader.common.text import cell_label
+from grader.execution.runner import PREAMBLE_TAG
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+EXECUTION_REF = re.compile(r"(Cell In\s*\[|Input In\s*\[|<ipython-input-)(\d+)")
 CELL_FRAME = re.compile(r"^\s*(Cell In\s*\[|Input In\s*\[|<ipython-input-)")
 FILE_FRAME = re.compile(r"^\s*File \"?([^\"\n]+?)\"?(?::\d+|, line \d+)")
 FRAME_START = re.compile(r"^\s*(Cell In\s*\[|Input In\s*\[|<ipython-input-|File \S)")
@@ -78,8 +86,35 @@ def trim_frames(traceback: list[str], ename: str = "", evalue: str = "") -> str:
     return "\n".join(lines)
 
 
+def student_cells(nb) -> tuple[dict[int, int], dict[int, int]]:
+    """-> ({notebook index: student cell number}, {execution count: student cell number}) for the
+    code cells of an executed notebook, the grader's setup cell(s) left out."""
+    by_index, by_count, number = {}, {}, 0
+    for index, cell in enumerate(getattr(nb, "cells", None) or nb.get("cells", [])):
+        if cell.get("cell_type") != "code" or PREAMBLE_TAG in ((cell.get("metadata") or {}).get("tags") or []):
+            continue
+        number += 1
+        by_index[index] = number
+        count = cell.get("execution_count")
+        if isinstance(count, int) and not isinstance(count, bool):
+            by_count[count] = number
+    return by_index, by_count
+
+
+def renumber_cells(text: str, by_count: dict[int, int]) -> str:
+    """IPython's execution counts in a traceback (`Cell In[5]`) replaced by the student's cell numbers."""
+    def swap(m):
+        number = by_count.get(int(m.group(2)))
+        return f"{m.group(1)}{number}" if number is not None else m.group(0)
+    return EXECUTION_REF.sub(swap, text)
+
+
 def failing_cell(source: Any) -> dict | None:
-    """{cell (1-based), ename, evalue, traceback (trimmed text)} of an executed notebook, or None."""
+    """{cell, label, ename, evalue, traceback (trimmed text)} of an executed notebook, or None.
+
+    cell is the student's cell number (None when the grader's setup cell failed) and label how
+    messages name it (`cell 4 «first line»`).
+    """
     nb = read_notebook(source)
     if nb is None:
         return None
@@ -87,12 +122,17 @@ def failing_cell(source: Any) -> dict | None:
     if found is None:
         return None
     index, output = found
+    by_index, by_count = student_cells(nb)
+    number = by_index.get(index)
+    cells = getattr(nb, "cells", None) or nb.get("cells", [])
+    label = cell_label(number, cells[index].get("source", "")) if number else "the setup cell labgrader adds before your first cell"
     ename, evalue = str(output.get("ename", "")), str(output.get("evalue", ""))
     return {
-        "cell": index + 1,
+        "cell": number,
+        "label": label,
         "ename": strip_ansi(ename),
         "evalue": strip_ansi(evalue),
-        "traceback": trim_frames(list(output.get("traceback", []) or []), ename, evalue),
+        "traceback": renumber_cells(trim_frames(list(output.get("traceback", []) or []), ename, evalue), by_count),
     }
 
 

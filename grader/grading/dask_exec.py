@@ -31,6 +31,7 @@ from grader import __version__
 from grader.common.atomic import write_bytes_atomic
 from grader.common.errors import UserError
 from grader.common.text import one_line
+from grader.execution.limits import notebook_threads
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -325,7 +326,7 @@ class GraderPlugin(WorkerPlugin):
         self.address = worker.address
         self.scratch = worker.local_directory
         nthreads = max(1, int(worker.state.nthreads))
-        self.threads = max(1, (os.cpu_count() or 1) // nthreads)
+        self.threads = notebook_threads(nthreads)
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self.running: set[threading.Event] = set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -124,7 +125,7 @@ def exec_reason(exec_result) -> str:
     """The executor's reason on one line, naming the cell it stopped in."""
     reason = one_line(_get(exec_result, "reason") or "", 300)
     cell = _get(exec_result, "cell")
-    if _get(exec_result, "status") != "ok" and cell is not None and f"cell {cell}" not in reason:
+    if _get(exec_result, "status") != "ok" and cell is not None and not re.search(rf"\bcell {int(cell)}\b", reason):
         reason = f"cell {cell}: {reason}" if reason else f"cell {cell}"
     return reason
 

@@ -17,6 +17,7 @@ from grader.reports.htmlkit import esc, img, new_figure, num, page, png_data_uri
 from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, VARY_WORDS, grid_of, in_set, mean_curves, metric_epoch,
                               question_ref, same, student_choice)
 from grader.execution.traceback_trim import failing_cell
+from reference.spec import hyperparameter_value
 
 VERDICT_WORDS = {"right": "right", "partly": "partly right", "wrong": "wrong", "review": "to be reviewed",
                  "missing": "not answered"}
@@ -56,12 +57,12 @@ def optimum_plot(q, entry: dict | None, spec, reference, *, hide_answers: bool) 
     qref = question_ref(reference, q.id)
     grid = grid_of(qref, spec, q.id)
     choice = student_choice((entry or {}).get("answer"), grid, spec.snap)
-    best = None if hide_answers else qref.get("best")
-    values = [choice["grid_value"]] if choice else []
-    if best is not None and not in_set(best, values):
-        values.append(float(best))
     sweep = qref.get("sweep") or q.sweep
     vary = qref.get("vary") or (spec.sweeps[sweep].vary if sweep in spec.sweeps else None)
+    best = None if hide_answers or qref.get("best") is None else hyperparameter_value(vary, qref["best"])
+    values = [choice["grid_value"]] if choice else []
+    if best is not None and not in_set(best, values):
+        values.append(best)
     metric = qref.get("metric") or q.metric
     curves = mean_curves(reference, spec, {"sweep": sweep, "vary": vary, "metric": metric}, values)
     table = [] if hide_answers else [r for r in qref.get("table") or [] if r.get("mean") is not None]
@@ -72,8 +73,8 @@ def optimum_plot(q, entry: dict | None, spec, reference, *, hide_answers: bool) 
         "vary": vary or "value",
         "curves": curves,
         "choice": choice["grid_value"] if choice else None,
-        "best": None if best is None else float(best),
-        "tie_set": [] if hide_answers else [float(t) for t in qref.get("tie_set") or []],
+        "best": best,
+        "tie_set": [] if hide_answers else [hyperparameter_value(vary, t) for t in qref.get("tie_set") or []],
         "table": table,
         "z": float(qref.get("z", spec.z)),
     }
@@ -108,7 +109,7 @@ def _status(result: dict, executed_notebook: Any) -> str:
     source = executed_notebook if executed_notebook is not None else result.get("executed")
     failed = failing_cell(source) if source else None
     if failed:
-        lines.append(f"<p>It stopped in cell {failed['cell']} with <code>{esc(failed['ename'])}</code>. "
+        lines.append(f"<p>It stopped in {esc(failed['label'])} with <code>{esc(failed['ename'])}</code>. "
                      "The traceback of your code (frames inside libraries hidden):</p>")
         lines.append(f"<pre class=\"traceback\">{esc(failed['traceback'])}</pre>")
     lines.append("</section>")
@@ -205,13 +206,16 @@ def _expected(q, entry: dict, qref: dict) -> str:
 
 
 def _figure(plot: dict) -> str:
-    return _figure_cached(json.dumps(plot, sort_keys=True, default=str))
+    """The curves travel as [value, curve] pairs: JSON would turn their float keys into strings."""
+    return _figure_cached(json.dumps({**plot, "curves": list(plot["curves"].items())}, sort_keys=True, default=str))
 
 
 @functools.lru_cache(maxsize=512)
 def _figure_cached(plot_json: str) -> str:
     """A class shares a handful of (question, choice) figures: each is drawn once per process."""
-    return _draw_figure(json.loads(plot_json))
+    plot = json.loads(plot_json)
+    plot["curves"] = {value: curve for value, curve in plot["curves"]}
+    return _draw_figure(plot)
 
 
 def _draw_figure(plot: dict) -> str:
@@ -285,6 +289,9 @@ def _draw_table(ax, plot: dict, metric_words: str, vary_words: str) -> None:
                        edgecolors="#c62828", linewidths=2, zorder=4, label="your choice")
     if xs and all(x > 0 for x in xs) and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
+    if xs:
+        ax.set_xticks(xs, [num(r["value"]) for r in rows], fontsize=7, rotation=45 if len(xs) > 6 else 0)
+        ax.minorticks_off()
     ax.set_xlabel(vary_words)
     ax.set_ylabel(metric_words)
     ax.set_title(f"{metric_words} per {vary_words}", fontsize=10)

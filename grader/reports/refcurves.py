@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from grader.assessment.score import snap
+from reference.spec import hyperparameter_value
 
 METRIC_CURVE = {
     "final_train_acc": "acc",
@@ -44,11 +45,19 @@ def same(a: float, b: float) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
+def vary_of(qref: dict, spec, qid: str) -> str | None:
+    """The hyperparameter a question's sweep varies."""
+    sweep = spec.sweeps.get(qref.get("sweep") or spec.question(qid).sweep or "")
+    return qref.get("vary") or (sweep.vary if sweep else None)
+
+
 def grid_of(qref: dict, spec, qid: str) -> list[float]:
+    """The sweep's grid, each value as people write it (batch sizes as integers)."""
+    vary = vary_of(qref, spec, qid)
     if qref.get("grid"):
-        return [float(g) for g in qref["grid"]]
+        return [hyperparameter_value(vary, g) for g in qref["grid"]]
     sweep = spec.sweeps.get(spec.question(qid).sweep or "")
-    return [float(v) for v in sweep.values] if sweep else []
+    return [hyperparameter_value(vary, v) for v in sweep.values] if sweep else []
 
 
 def student_choice(raw: Any, grid: list[float], snap_mode: str) -> dict | None:

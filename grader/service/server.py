@@ -89,7 +89,7 @@ class TrainingService:
             torch.set_num_threads(threads)
         self.memo = Memo(self.options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
         self.input_dim, self.classes = data.input_dim, data.output_dim
-        trainer_id = f"torch-{torch.__version__}/{self.device.type}/{data.dtype}/threads-{threads}".replace("torch.", "")
+        trainer_id = trainer_name(torch, self.device, data.dtype, threads)
         self.batcher = Batcher(data, (xtr, ytr, xte, yte), self.memo, trainer_id, gather_s=self.options.gather_s,
                                max_runs=self.options.max_batch_runs, all_waiting=self._all_waiting)
         self.root = Path(tempfile.mkdtemp(prefix="labgrader-train-"))
@@ -287,6 +287,16 @@ def epoch_cost(req) -> float:
     """Epochs at the cost of the lab's own (batch size 128, 512 hidden units): more steps or a wider
     layer count more, so the quota bounds the service's time, not just a number of passes."""
     return req.epochs * max(1.0, 128 / req.batch_size) * max(1.0, req.hidden / 512)
+
+
+def trainer_name(torch, device, dtype, threads: int) -> str:
+    """What computed a run, for the memo key: torch version, device, dtype, threads, and the kernels it
+    took (the CPU and its kernel path; the GPU's name on CUDA), so that a memo shared across machines
+    (a Dask cluster, a copied cache) answers only with numbers this machine would compute."""
+    from grader.common.kernels import cpu_kernel_path
+
+    where = cpu_kernel_path(torch) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return f"torch-{torch.__version__}/{device.type}/{dtype}/threads-{threads}/{where}".replace("torch.", "")
 
 
 def _pick_device(name: str, torch):
