@@ -257,21 +257,27 @@ class _Runs:
             run()
             return
         graph = self.graphs.get(key)
-        if graph is None:
+        if graph is None or graph == "warm":
+            # Warm-up and capture both run on a side stream. Capturing directly (not through
+            # torch.cuda.graph, which synchronises the device and empties the cache first) lets
+            # other workers' streams run on; "thread_local" forbids unsafe calls in this thread only.
             here = torch.cuda.current_stream(self.p.device)
             side = torch.cuda.Stream(self.p.device)
             side.wait_stream(here)
             with torch.cuda.stream(side):
-                run()
+                if graph is None:
+                    run()
+                    self.graphs[key] = "warm"
+                else:
+                    graph = torch.cuda.CUDAGraph()
+                    graph.capture_begin(capture_error_mode="thread_local")
+                    try:
+                        run()
+                    finally:
+                        graph.capture_end()
+                    self.graphs[key] = graph
             here.wait_stream(side)
-            self.graphs[key] = "warm"
-        elif graph == "warm":
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                run()
-            graph.replay()
-            self.graphs[key] = graph
-        else:
+        if isinstance(graph, torch.cuda.CUDAGraph):
             graph.replay()
 
     def step(self, x: torch.Tensor, onehot: torch.Tensor, z: torch.Tensor, buf: _Buffers) -> None:
