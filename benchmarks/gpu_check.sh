@@ -37,7 +37,7 @@ if [ $QUICK = 1 ]; then
     SERVICE_ARGS=(--requests 3 --epochs 1)
 else
     N_TRAIN=60000; N_TEST=10000
-    SWEEP_ARGS=(--workers 1,3 --loop-epochs 1)
+    SWEEP_ARGS=(--workers 1,2,3 --loop-epochs 1)
     SERVICE_ARGS=(--requests 8 --epochs 2)
 fi
 $PY -c "from reference.synth import write_synthetic; write_synthetic('$DATA', $N_TRAIN, $N_TEST, seed=0)" || exit 1

@@ -32,7 +32,9 @@ from reference.spec import Config, Spec, load_spec
 # Per-run cost model for scheduling (longest first): a fixed cost per SGD step plus FLOPs.
 STEP_OVERHEAD_S = 1.5e-4
 CPU_FLOPS = 1.5e11
-# Threads (each with its own CUDA stream) that train a sweep's chunks on one GPU.
+# Threads (each with its own CUDA stream) that train a sweep's chunks on one GPU. One is what was
+# measured and tested on an H100 (full grid 7.4-7.5 s); two ran it in 6.1 s, before the capture-stream
+# fix for three (benchmarks/RESULTS.md), which no GPU has run yet.
 CUDA_WORKERS = 1
 
 
@@ -146,23 +148,28 @@ def train_all(data: trainer.Data, jobs: Sequence[tuple[Config, int]], *, epochs:
 
     def work() -> None:
         try:
-            stream = contextlib.nullcontext()
+            stream, capture = contextlib.nullcontext(), None
             if cuda:
                 side = torch.cuda.Stream(device)
                 side.wait_stream(torch.cuda.current_stream(device))  # the data were uploaded on the default stream
                 stream = torch.cuda.stream(side)
+                if count > 1:
+                    # Torch hands out streams round-robin from a small pool: fresh ones drawn while
+                    # other workers run can be another worker's stream, mid-capture (seen on an H100:
+                    # "Cannot copy between CPU and CUDA tensors during CUDA graph capture", 3 workers).
+                    capture = torch.cuda.Stream(device)
             else:
                 torch.set_num_threads(1)
                 torch.set_flush_denormal(True)
             with stream:
-                train_chunks()
+                train_chunks(capture)
         except trainer.Stopped:
             return
         except BaseException as e:  # handed to the main thread, which re-raises it
             errors.append(e)
             stop.set()
 
-    def train_chunks() -> None:
+    def train_chunks(capture) -> None:
         while not stop.is_set():
             try:
                 chunk = todo.get_nowait()
@@ -171,7 +178,8 @@ def train_all(data: trainer.Data, jobs: Sequence[tuple[Config, int]], *, epochs:
             start = time.perf_counter()
             specs = [trainer.RunSpec(c.lr, c.momentum, seed) for c, seed in chunk]
             results = trainer.train_runs(data, specs, chunk[0][0].batch_size, epochs, hidden_dim=hidden,
-                                         progress=tick, should_stop=stop.is_set, graphs=graphs)
+                                         progress=tick, should_stop=stop.is_set, graphs=graphs,
+                                         capture_stream=capture)
             seconds = (time.perf_counter() - start) / len(chunk)
             with lock:
                 for (c, seed), res in zip(chunk, results):

@@ -25,6 +25,7 @@ the next epoch's shuffles are drawn on the CPU while the GPU still works.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -38,6 +39,10 @@ CHUNK_ROWS = {"cpu": 1280, "cuda": 4096}
 EVAL_ROWS = {"cpu": 2048, "cuda": 4096}
 
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
+# Torch keeps one graph-capture state per process for its CUDA generators: a replay while another
+# thread captures fails ("Cannot prepare for replay during capturing stage", seen on an H100 with
+# torch 2.11 and three sweep workers), so captures and replays take turns, process-wide.
+_GRAPH_TURN = threading.Lock()
 
 
 def bytes_per_run(data: "Data", batch_size: int, hidden: int) -> int:
@@ -183,6 +188,7 @@ class _Runs:
         self.lrs = [float(x) for x in lrs]
         self.momenta = [float(x) for x in momenta]
         self.use_graphs = False
+        self.capture_stream = None
         self._refresh()
 
     def _views(self, flat):
@@ -262,7 +268,7 @@ class _Runs:
             # torch.cuda.graph, which synchronises the device and empties the cache first) lets
             # other workers' streams run on; "thread_local" forbids unsafe calls in this thread only.
             here = torch.cuda.current_stream(self.p.device)
-            side = torch.cuda.Stream(self.p.device)
+            side = self.capture_stream or torch.cuda.Stream(self.p.device)
             side.wait_stream(here)
             with torch.cuda.stream(side):
                 if graph is None:
@@ -270,15 +276,17 @@ class _Runs:
                     self.graphs[key] = "warm"
                 else:
                     graph = torch.cuda.CUDAGraph()
-                    graph.capture_begin(capture_error_mode="thread_local")
-                    try:
-                        run()
-                    finally:
-                        graph.capture_end()
+                    with _GRAPH_TURN:
+                        graph.capture_begin(capture_error_mode="thread_local")
+                        try:
+                            run()
+                        finally:
+                            graph.capture_end()
                     self.graphs[key] = graph
             here.wait_stream(side)
         if isinstance(graph, torch.cuda.CUDAGraph):
-            graph.replay()
+            with _GRAPH_TURN:
+                graph.replay()
 
     def step(self, x: torch.Tensor, onehot: torch.Tensor, z: torch.Tensor, buf: _Buffers) -> None:
         """One SGD step of every run: x [R,S,D+1], onehot [R,S,C]; the logits land in z [R,S,C].
@@ -345,7 +353,8 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
                orders: Callable[[int], Sequence[torch.Tensor]] | None = None,
                progress: Callable[[int], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               return_weights: bool = False, graphs: bool | None = None) -> list[RunResult]:
+               return_weights: bool = False, graphs: bool | None = None,
+               capture_stream=None) -> list[RunResult]:
     """Train `runs` together with one batch size; -> one RunResult per run, in order.
 
     init: explicit (W1, b1, W2, b2) per run (nn.Linear layout) instead of the seed's.
@@ -353,7 +362,8 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
     progress(k): k more run-epochs are done. should_stop(): checked every chunk of steps;
     True raises Stopped. return_weights: each run also keeps its final weights and momentum
     buffers. graphs: replay each chunk's steps as a CUDA graph (default: on CUDA; no effect on
-    a CPU). A run whose train or test loss is non-finite after an epoch is
+    a CPU). capture_stream: the CUDA stream for warm-ups and captures (default: a fresh one from
+    torch's pool each time; threads side by side need their own, see sweep.train_all). A run whose train or test loss is non-finite after an epoch is
     marked diverged at that epoch and leaves the batch.
     """
     if not runs:
@@ -363,6 +373,7 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
     weights = list(init) if init is not None else list(drawn)
     state = _Runs(weights, [r.lr for r in runs], [r.momentum for r in runs], data.device, data.dtype)
     state.use_graphs = data.device.type == "cuda" and (graphs is None or graphs)
+    state.capture_stream = capture_stream
     alive = list(range(len(runs)))
     results = [RunResult(False, None, {"acc": [], "test_acc": [], "loss": [], "test_loss": []}) for _ in runs]
 

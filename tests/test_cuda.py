@@ -164,6 +164,25 @@ def test_a_huge_learning_rate_diverges_in_epoch_0_on_cuda():
     assert not together[1].diverged and all(math.isfinite(v) for v in together[1].history["loss"])
 
 
+def test_sweep_workers_on_their_own_streams_give_the_runs_one_worker_gives(synthetic_data):
+    """Three workers capture and replay graphs side by side (each on its own stream); every run matches one worker's."""
+    from reference.spec import Config
+    from reference.sweep import train_all
+
+    x_train, y_train, x_test, y_test, _ = fmnist.load_arrays(synthetic_data, download=False)
+    data = trainer.prepare_data(x_train, y_train, x_test, y_test, device=CUDA)
+    jobs = [(Config(lr, bs, mu), seed) for lr, bs, mu in ((0.1, 16, 0.9), (0.05, 32, 0.5), (0.1, 64, 0.9), (0.03, 64, 0.0))
+            for seed in (0, 1)]
+    got = {}
+    for workers in (1, 3):
+        out = got[workers] = {}
+        train_all(data, jobs, epochs=2, hidden=H, workers=workers, on_run=lambda c, s, res, _: out.__setitem__((c, s), res))
+    assert set(got[1]) == set(got[3]) == set(jobs)
+    for job in jobs:
+        loss, acc = history_gap(got[1][job].history, got[3][job].history)
+        assert loss < F32_LOSS and acc < F32_ACC, job
+
+
 # reference run --device cuda ------------------------------------------------------------------
 
 TINY_SPEC = textwrap.dedent("""
