@@ -100,7 +100,8 @@ def train(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_ep
     (reference/kit_remote.py) and leaves model, optimizer and generator as this loop would.
     """
     if kit_remote.socket_path():
-        H = kit_remote.train_remote(loss, model, (x_train, y_train, x_test, y_test), optim, batch_size, n_epochs)
+        H = kit_remote.train_remote(loss, model, (x_train, y_train, x_test, y_test), optim, batch_size, n_epochs,
+                                    device=_device())
         if H is not None:
             return H
     return train_loop(loss, model, x_train, y_train, x_test, y_test, optim, batch_size, n_epochs, _device())

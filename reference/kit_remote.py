@@ -160,8 +160,10 @@ def note(line: str) -> None:
     print(f"fmnist_utils: {line}", file=sys.stderr)
 
 
-def train_remote(loss, model, data, optim, batch_size, n_epochs) -> dict | None:
+def train_remote(loss, model, data, optim, batch_size, n_epochs, device=None) -> dict | None:
     """The history after the service trained this call, or None to train locally (reason on stderr).
+
+    device: where local training would have left the model (the kit's device); the answer is loaded there.
 
     Raises TrainingServiceError when the service refuses the request (its reason, e.g. the quota).
     """
@@ -190,7 +192,7 @@ def train_remote(loss, model, data, optim, batch_size, n_epochs) -> dict | None:
         answer = TrainAnswer.from_frame(answer_header, answer_tensors)
     except RequestError as e:
         raise TrainingServiceError(str(e)) from None
-    _load(answer, model, optim, params)
+    _load(answer, model, optim, params, device)
     note(f"{n_epochs} epoch(s) trained by labgrader's training service ({answer_header.get('served', 'trained')})")
     return {k: list(answer.history[k]) for k in ("acc", "test_acc", "loss", "test_loss")}
 
@@ -209,14 +211,17 @@ def exchange(header: dict, tensors: dict, *, hidden: int, input_dim: int, path: 
     return answer
 
 
-def _load(answer: TrainAnswer, model, optim, params) -> None:
-    """Leave model, optimizer and generator as a local train() leaves them (gradients aside: None)."""
+def _load(answer: TrainAnswer, model, optim, params, device=None) -> None:
+    """Leave model, optimizer and generator as a local train() leaves them (gradients aside: None):
+    on a notebook with a GPU that means the model and its momentum buffers on that device."""
     with torch.no_grad():
         for p, w in zip(params, answer.params):
             p.copy_(w)
             p.grad = None
+    if device is not None:
+        model.to(device)
     if optim.param_groups[0]["momentum"] != 0:
         for p, m in zip(params, answer.momenta):
-            optim.state[p]["momentum_buffer"] = m.clone()
+            optim.state[p]["momentum_buffer"] = m.to(p.device, copy=True)
     torch.set_rng_state(answer.rng)
     model.train()

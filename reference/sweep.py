@@ -7,6 +7,7 @@ A run's numbers depend on its own seed only, never on which runs shared its batc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -31,6 +32,10 @@ from reference.spec import Config, Spec, load_spec
 # Per-run cost model for scheduling (longest first): a fixed cost per SGD step plus FLOPs.
 STEP_OVERHEAD_S = 1.5e-4
 CPU_FLOPS = 1.5e11
+# Threads (each with its own CUDA stream) that train a sweep's chunks on one GPU. One is what was
+# measured and tested on an H100 (full grid 7.4-7.5 s); two ran it in 6.1 s, before the capture-stream
+# fix for three (benchmarks/RESULTS.md), which no GPU has run yet.
+CUDA_WORKERS = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,11 +92,13 @@ def run_cost(config: Config, n: int, epochs: int, input_dim: int, hidden: int, c
     return steps * STEP_OVERHEAD_S + flops / CPU_FLOPS
 
 
-def plan_chunks(jobs: Sequence[tuple[Config, int]], per_chunk: Callable[[int], int], cost: Callable[[Config], float]):
-    """Group jobs by (batch size, momentum), split groups into chunks, most expensive chunk first."""
+def plan_chunks(jobs: Sequence[tuple[Config, int]], per_chunk: Callable[[int], int], cost: Callable[[Config], float],
+                by_momentum: bool = True):
+    """Group jobs by (batch size, momentum), or by batch size alone (a GPU: all runs of a batch size in
+    one batched product, each with its own momentum), split groups into chunks, most expensive first."""
     groups: dict[tuple, list] = {}
     for config, seed in jobs:
-        groups.setdefault((config.batch_size, config.momentum), []).append((config, seed))
+        groups.setdefault((config.batch_size, config.momentum if by_momentum else None), []).append((config, seed))
     chunks = []
     for (bs, _), members in groups.items():
         size = max(1, per_chunk(bs))
@@ -102,7 +109,8 @@ def plan_chunks(jobs: Sequence[tuple[Config, int]], per_chunk: Callable[[int], i
 
 def train_all(data: trainer.Data, jobs: Sequence[tuple[Config, int]], *, epochs: int, hidden: int,
               on_run: Callable[[Config, int, trainer.RunResult, float], None],
-              progress: Callable[[int], None] | None = None, workers: int | None = None) -> None:
+              progress: Callable[[int], None] | None = None, workers: int | None = None,
+              graphs: bool | None = None) -> None:
     """Train every (config, seed); on_run(config, seed, result, seconds) as each run finishes.
 
     On a CPU, `workers` threads (default: torch's thread count) each train their own chunks
@@ -111,15 +119,19 @@ def train_all(data: trainer.Data, jobs: Sequence[tuple[Config, int]], *, epochs:
     restored afterwards. Worker threads also flush denormal floats to zero (their own FPU
     state only): confident softmax outputs and decaying momentum go denormal, and x86 then
     runs a small-batch step ~6x slower; only values below ~1e-38 change.
+    On CUDA, all runs of a batch size train as one batch, and `workers` threads (default
+    CUDA_WORKERS) each drive their own CUDA stream, so the small-batch chunks, whose steps are
+    too small to fill the GPU, run beside the others. graphs: see trainer.train_runs.
     Ctrl-C stops the workers within a chunk of steps; finished runs are kept.
     """
     device = data.device
     n = len(data.x_train)
+    cuda = device.type == "cuda"
     chunks = plan_chunks(jobs, lambda bs: runs_per_chunk(device, data, bs, hidden),
-                         lambda c: run_cost(c, n, epochs, data.input_dim, hidden, data.output_dim))
+                         lambda c: run_cost(c, n, epochs, data.input_dim, hidden, data.output_dim), by_momentum=not cuda)
     if not chunks:
         return
-    count = 1 if device.type == "cuda" else (workers or cpu_workers())
+    count = (workers or CUDA_WORKERS) if cuda else (workers or cpu_workers())
     count = min(count, len(chunks))
     todo: queue.Queue = queue.Queue()
     for ch in chunks:
@@ -135,28 +147,43 @@ def train_all(data: trainer.Data, jobs: Sequence[tuple[Config, int]], *, epochs:
                 progress(k)
 
     def work() -> None:
-        if device.type != "cuda":
-            torch.set_num_threads(1)
-            torch.set_flush_denormal(True)
         try:
-            while not stop.is_set():
-                try:
-                    chunk = todo.get_nowait()
-                except queue.Empty:
-                    return
-                start = time.perf_counter()
-                specs = [trainer.RunSpec(c.lr, c.momentum, seed) for c, seed in chunk]
-                results = trainer.train_runs(data, specs, chunk[0][0].batch_size, epochs, hidden_dim=hidden,
-                                             progress=tick, should_stop=stop.is_set)
-                seconds = (time.perf_counter() - start) / len(chunk)
-                with lock:
-                    for (c, seed), res in zip(chunk, results):
-                        on_run(c, seed, res, seconds)
+            stream, capture = contextlib.nullcontext(), None
+            if cuda:
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))  # the data were uploaded on the default stream
+                stream = torch.cuda.stream(side)
+                if count > 1:
+                    # Torch hands out streams round-robin from a small pool: fresh ones drawn while
+                    # other workers run can be another worker's stream, mid-capture (seen on an H100:
+                    # "Cannot copy between CPU and CUDA tensors during CUDA graph capture", 3 workers).
+                    capture = torch.cuda.Stream(device)
+            else:
+                torch.set_num_threads(1)
+                torch.set_flush_denormal(True)
+            with stream:
+                train_chunks(capture)
         except trainer.Stopped:
             return
         except BaseException as e:  # handed to the main thread, which re-raises it
             errors.append(e)
             stop.set()
+
+    def train_chunks(capture) -> None:
+        while not stop.is_set():
+            try:
+                chunk = todo.get_nowait()
+            except queue.Empty:
+                return
+            start = time.perf_counter()
+            specs = [trainer.RunSpec(c.lr, c.momentum, seed) for c, seed in chunk]
+            results = trainer.train_runs(data, specs, chunk[0][0].batch_size, epochs, hidden_dim=hidden,
+                                         progress=tick, should_stop=stop.is_set, graphs=graphs,
+                                         capture_stream=capture)
+            seconds = (time.perf_counter() - start) / len(chunk)
+            with lock:
+                for (c, seed), res in zip(chunk, results):
+                    on_run(c, seed, res, seconds)
 
     threads = [threading.Thread(target=work, name=f"sweep-{i}", daemon=True) for i in range(count)]
     try:
@@ -209,7 +236,7 @@ def run_command(args) -> int:
     if max(int(y_train.max()), int(y_test.max())) >= spec.output_dim:
         raise UserError(f"the data has labels up to {max(int(y_train.max()), int(y_test.max()))} "
                         f"but spec model.output_dim is {spec.output_dim}")
-    workers = 1 if device.type == "cuda" else cpu_workers()
+    workers = CUDA_WORKERS if device.type == "cuda" else cpu_workers()
     binding = {"spec_sha256": spec.sha256, "seeds": seeds, "epochs": epochs, "dtype": spec.dtype,
                "device": device.type, "data_kind": info.kind,
                "data_sha256": hashlib.sha256(json.dumps(info.sha256, sort_keys=True).encode()).hexdigest()}

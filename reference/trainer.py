@@ -15,11 +15,18 @@ written out by hand as batched matmuls into preallocated buffers, about ten ops 
 all R runs. Each layer's bias rides along as one extra input row (a ones column in the data,
 a ones unit in the hidden layer), so a layer's weight gradient, momentum and update are one
 op each, and all parameters of a run live in one flat tensor (one update op per step).
+
+On CUDA the steps of a chunk are captured once as a CUDA graph and replayed (the first chunk of
+each shape runs eagerly as the capture's warm-up): a step of a few small runs costs microseconds
+of GPU time, far less than launching its ten ops from Python. Nothing waits for the GPU within
+an epoch; losses and accuracies are read back once per epoch, when divergence is checked, and
+the next epoch's shuffles are drawn on the CPU while the GPU still works.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -33,6 +40,10 @@ CHUNK_ROWS = {"cpu": 1280, "cuda": 4096}
 EVAL_ROWS = {"cpu": 2048, "cuda": 4096}
 
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
+# Torch keeps one graph-capture state per process for its CUDA generators: a replay while another
+# thread captures fails ("Cannot prepare for replay during capturing stage", seen on an H100 with
+# torch 2.11 and three sweep workers), so captures and replays take turns, process-wide.
+_GRAPH_TURN = threading.Lock()
 
 
 def bytes_per_run(data: "Data", batch_size: int, hidden: int) -> int:
@@ -177,6 +188,8 @@ class _Runs:
         self.m = torch.zeros_like(self.p)
         self.lrs = [float(x) for x in lrs]
         self.momenta = [float(x) for x in momenta]
+        self.use_graphs = False
+        self.capture_stream = None
         self._refresh()
 
     def _views(self, flat):
@@ -193,6 +206,11 @@ class _Runs:
         same = len(set(self.momenta)) == 1
         self.beta = self.momenta[0] if same else 1.0
         self.mu = None if same else torch.tensor(self.momenta, dtype=self.p.dtype, device=self.p.device).unsqueeze(1)
+        # Everything a captured graph reads or writes lives here, so it stays put between replays;
+        # a change of the runs (keep) starts afresh.
+        self.flat: dict[str, torch.Tensor] = {}
+        self.step_buffers: dict[int, _Buffers] = {}
+        self.graphs: dict[tuple, object] = {}
 
     def __len__(self):
         return self.p.shape[0]
@@ -218,6 +236,59 @@ class _Runs:
         q1, q2 = q1.cpu(), q2.cpu()
         return q1[:-1].t().contiguous(), q1[-1].clone(), q2[:-1].t().contiguous(), q2[-1].clone()
 
+    def scratch(self, name: str, numel: int) -> torch.Tensor:
+        """A flat buffer of at least numel elements, reused from chunk to chunk and epoch to epoch."""
+        t = self.flat.get(name)
+        if t is None or t.numel() < numel:
+            t = self.flat[name] = torch.empty(numel, dtype=self.p.dtype, device=self.p.device)
+            self.graphs.clear()
+        return t
+
+    def buffers_for(self, size: int) -> _Buffers:
+        if size not in self.step_buffers:
+            self.step_buffers[size] = _Buffers(len(self), size, self.hidden, self.classes, self.p)
+        return self.step_buffers[size]
+
+    def steps(self, x: torch.Tensor, onehot: torch.Tensor, z: torch.Tensor, buf: _Buffers, key: tuple) -> None:
+        """Every step of a chunk: x [R,K,S,D+1], onehot [R,K,S,C], logits into z [R,K,S,C].
+
+        With graphs, a chunk shape (key) seen once runs eagerly on a side stream (the warm-up a
+        capture needs); seen twice, its steps are captured and replayed from then on. A replay
+        runs the very kernels of the eager steps on the same buffers.
+        """
+        def run():
+            for xs, ohs, zs in zip(x.unbind(1), onehot.unbind(1), z.unbind(1)):
+                self.step(xs, ohs, zs, buf)
+
+        if not self.use_graphs:
+            run()
+            return
+        graph = self.graphs.get(key)
+        if graph is None or graph == "warm":
+            # Warm-up and capture both run on a side stream. Capturing directly (not through
+            # torch.cuda.graph, which synchronises the device and empties the cache first) lets
+            # other workers' streams run on; "thread_local" forbids unsafe calls in this thread only.
+            here = torch.cuda.current_stream(self.p.device)
+            side = self.capture_stream or torch.cuda.Stream(self.p.device)
+            side.wait_stream(here)
+            with torch.cuda.stream(side):
+                if graph is None:
+                    run()
+                    self.graphs[key] = "warm"
+                else:
+                    graph = torch.cuda.CUDAGraph()
+                    with _GRAPH_TURN:
+                        graph.capture_begin(capture_error_mode="thread_local")
+                        try:
+                            run()
+                        finally:
+                            graph.capture_end()
+                    self.graphs[key] = graph
+            here.wait_stream(side)
+        if isinstance(graph, torch.cuda.CUDAGraph):
+            with _GRAPH_TURN:
+                graph.replay()
+
     def step(self, x: torch.Tensor, onehot: torch.Tensor, z: torch.Tensor, buf: _Buffers) -> None:
         """One SGD step of every run: x [R,S,D+1], onehot [R,S,C]; the logits land in z [R,S,C].
 
@@ -238,8 +309,9 @@ class _Runs:
         torch.baddbmm(self.m1, x.transpose(1, 2), buf.da, beta=self.beta, out=self.m1)
         self.p.addcmul_(self.neg_lr, self.m)
 
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[int]]:
-        """Summed cross entropy and correct count per run over a whole set, in fixed-size chunks."""
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (log-probability of the true class [R, N], correct count [R]) over a whole set, in fixed-size
+        chunks, left on the device (totals() reads them back)."""
         r, n = len(self), len(x)
         rows = EVAL_ROWS.get(x.device.type, EVAL_ROWS["cuda"])
         logp_true = torch.empty(r, n, dtype=x.dtype, device=x.device)
@@ -251,7 +323,12 @@ class _Runs:
             buf.a1.relu_()
             z = torch.bmm(buf.a, self.p2)
             correct += _score(z, yb.expand(r, -1), logp_true[:, i:i + len(xb)])
-        return _row_sums(logp_true), correct.tolist()
+        return logp_true, correct
+
+
+def totals(logp_true: torch.Tensor, correct: torch.Tensor) -> tuple[list[float], list[int]]:
+    """Summed cross entropy and correct count per run: the one read-back (host synchronisation) per set and epoch."""
+    return _row_sums(logp_true), correct.tolist()
 
 
 def _score(z: torch.Tensor, y: torch.Tensor, logp_true: torch.Tensor) -> torch.Tensor:
@@ -264,7 +341,7 @@ def _score(z: torch.Tensor, y: torch.Tensor, logp_true: torch.Tensor) -> torch.T
 
 def _row_sums(logp_true: torch.Tensor) -> list[float]:
     """Summed cross entropy per run, each run's row reduced alone (float64) so batch mates cannot change it."""
-    return [-float(row.sum(dtype=torch.float64)) for row in logp_true]
+    return torch.stack([row.sum(dtype=torch.float64) for row in logp_true]).neg_().tolist()
 
 
 def _chunk_samples(s: int, n: int, device: torch.device) -> int:
@@ -277,14 +354,17 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
                orders: Callable[[int], Sequence[torch.Tensor]] | None = None,
                progress: Callable[[int], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               return_weights: bool = False) -> list[RunResult]:
+               return_weights: bool = False, graphs: bool | None = None,
+               capture_stream=None) -> list[RunResult]:
     """Train `runs` together with one batch size; -> one RunResult per run, in order.
 
     init: explicit (W1, b1, W2, b2) per run (nn.Linear layout) instead of the seed's.
     orders: orders(epoch) -> one index tensor [N] per run instead of the seed's randperm.
     progress(k): k more run-epochs are done. should_stop(): checked every chunk of steps;
     True raises Stopped. return_weights: each run also keeps its final weights and momentum
-    buffers. A run whose train or test loss is non-finite after an epoch is
+    buffers. graphs: replay each chunk's steps as a CUDA graph (default: on CUDA; no effect on
+    a CPU). capture_stream: the CUDA stream for warm-ups and captures (default: a fresh one from
+    torch's pool each time; threads side by side need their own, see sweep.train_all). A run whose train or test loss is non-finite after an epoch is
     marked diverged at that epoch and leaves the batch.
     """
     if not runs:
@@ -293,17 +373,25 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
     gens, drawn = zip(*(init_generator(r.seed, data.input_dim, hidden_dim, data.output_dim) for r in runs))
     weights = list(init) if init is not None else list(drawn)
     state = _Runs(weights, [r.lr for r in runs], [r.momentum for r in runs], data.device, data.dtype)
+    state.use_graphs = data.device.type == "cuda" and (graphs is None or graphs)
+    state.capture_stream = capture_stream
     alive = list(range(len(runs)))
     results = [RunResult(False, None, {"acc": [], "test_acc": [], "loss": [], "test_loss": []}) for _ in runs]
+
+    def shuffles(epoch: int) -> torch.Tensor:
+        """The epoch's order of every run still alive, drawn on the CPU (the kit's generator semantics)."""
+        if orders is not None:
+            chosen = orders(epoch)
+            return torch.stack([torch.as_tensor(chosen[i]) for i in alive])
+        return torch.stack([torch.randperm(n, generator=gens[i]) for i in alive])
+
     with torch.no_grad():
+        perms = shuffles(0)
         for epoch in range(epochs):
-            if orders is not None:
-                chosen = orders(epoch)
-                perms = torch.stack([torch.as_tensor(chosen[i]) for i in alive])
-            else:
-                perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in alive])
-            loss, correct = _epoch(state, data, perms.to(data.device), s, should_stop)
-            test_loss, test_correct = state.evaluate(data.x_test, data.y_test)
+            trained = _epoch(state, data, perms.to(data.device), s, should_stop)
+            tested = state.evaluate(data.x_test, data.y_test)
+            upcoming = shuffles(epoch + 1) if epoch + 1 < epochs else None
+            (loss, correct), (test_loss, test_correct) = totals(*trained), totals(*tested)
             keep = []
             for row, i in enumerate(alive):
                 h = results[i].history
@@ -320,7 +408,10 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
             if len(keep) < len(alive):
                 if keep:
                     state.keep(keep)
+                    if upcoming is not None:
+                        upcoming = upcoming[keep]
                 alive = [alive[row] for row in keep]
+            perms = upcoming
             if progress:
                 progress(len(runs))
             if not alive:
@@ -340,8 +431,9 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
     return results
 
 
-def _epoch(state: _Runs, data: Data, perms: torch.Tensor, s: int, should_stop) -> tuple[list[float], list[int]]:
-    """One pass over the training set in each run's order; -> summed loss, correct count per run.
+def _epoch(state: _Runs, data: Data, perms: torch.Tensor, s: int, should_stop) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training set in each run's order; -> (log-probability of each sample's true
+    class [R, N], correct count [R]), left on the device.
 
     The logits of every step are kept for the chunk and scored once per chunk (the loss and
     accuracy of each minibatch as it was trained, at a fraction of the per-step cost).
@@ -357,9 +449,9 @@ def _epoch(state: _Runs, data: Data, perms: torch.Tensor, s: int, should_stop) -
     if n > full:
         pieces.append((full, n - full, n - full))
     width = data.x_train.shape[1]
-    xbuf = torch.empty(r * max(m for _, m, _ in pieces) * width, dtype=dt, device=dev)
-    zbuf = torch.empty(r * max(m for _, m, _ in pieces) * c, dtype=dt, device=dev)
-    bufs: dict[int, _Buffers] = {}
+    rows = r * max(m for _, m, _ in pieces)
+    xbuf, zbuf = state.scratch("x", rows * width), state.scratch("z", rows * c)
+    ohbuf = state.scratch("onehot", rows * c)
     for start, m, size in pieces:
         if should_stop is not None and should_stop():
             raise Stopped()
@@ -368,12 +460,8 @@ def _epoch(state: _Runs, data: Data, perms: torch.Tensor, s: int, should_stop) -
         x = torch.index_select(data.x_train, 0, idx.reshape(-1), out=xbuf[:r * m * width].view(r * m, width))
         x = x.view(r, steps, size, width)
         y = labels[:, start:start + m].reshape(r, steps, size)
-        onehot = torch.zeros(r, steps, size, c, dtype=dt, device=dev).scatter_(3, y.unsqueeze(-1), 1.0)
+        onehot = ohbuf[:r * m * c].view(r, steps, size, c).zero_().scatter_(3, y.unsqueeze(-1), 1.0)
         z = zbuf[:r * m * c].view(r, steps, size, c)
-        if size not in bufs:
-            bufs[size] = _Buffers(r, size, state.hidden, c, state.p)
-        buf = bufs[size]
-        for xs, ohs, zs in zip(x.unbind(1), onehot.unbind(1), z.unbind(1)):
-            state.step(xs, ohs, zs, buf)
+        state.steps(x, onehot, z, state.buffers_for(size), (m, size))
         correct += _score(z, y, logp_true[:, start:start + m])
-    return _row_sums(logp_true), correct.tolist()
+    return logp_true, correct

@@ -27,3 +27,29 @@ def test_class_grading_quick():
     assert figures["statuses_identical"], figures["status_differences"]
     assert figures["statuses"]["without"] == figures["statuses"]["with"] == {"graded": 3}
     assert not figures["answer_differences"], figures["answer_differences"]
+
+
+@pytest.mark.slow
+def test_sweep_speed_full_grid_times_both_ways_on_a_tiny_set(tmp_path):
+    """The full-grid mode runs to the end on the CPU: batched, the sampled per-run loop, their ratio, the JSON."""
+    out = tmp_path / "sweep.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_speed.py"), "--device", "cpu", "--train", "600",
+                          "--test", "100", "--full-grid", "--skip-slice", "--epochs", "1", "--seeds", "2",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["device"] == "cpu" and figures["grid_runs"] == 38 and figures["batched_s"] > 0
+    assert figures["loop_s"] > 0 and figures["speedup"] > 0
+    assert "scaled x2 to 38 runs x 1 epochs" in run.stdout and "speed-up batched" in run.stdout
+
+
+@pytest.mark.slow
+def test_service_gpu_times_a_group_on_each_device_named(tmp_path):
+    out = tmp_path / "service.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "service_gpu.py"), "--devices", "cpu",
+                          "--requests", "2", "--epochs", "1", "--train", "600", "--test", "100", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["devices"]["cpu"]["batches"] == 1 and figures["devices"]["cpu"]["group_s"] > 0
+    assert "group of 2 in 1 batch(es)" in run.stdout

@@ -247,9 +247,9 @@ class _Session:
     def _wait(self, req):
         """The answer, or ({"local": ...}, how) once this session closed while its run still waited in the queue."""
         batcher = self.service.batcher
-        with self.lock:
-            self.waiting += 1
         fut, how, key = batcher.submit(req)
+        with self.lock:  # only once the request is pending: the batcher must not see every session waiting before it is
+            self.waiting += 1
         batcher.wake()
         released = False
         try:
