@@ -31,6 +31,7 @@ from grader import __version__
 from grader.common.atomic import write_bytes_atomic
 from grader.common.errors import UserError
 from grader.common.text import one_line
+from grader.common.walk import walk
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -243,7 +244,7 @@ def pack_submission(path: Path) -> dict:
     root = path.resolve()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6, dereference=True) as tar:
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for dirpath, dirnames, filenames in walk(path):
             here = Path(dirpath)
             rel = here.relative_to(path)
             dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())

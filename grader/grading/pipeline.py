@@ -16,6 +16,7 @@ from pathlib import Path
 
 from grader.common.errors import UserError
 from grader.common.text import one_line
+from grader.common.walk import remove_tree, walk
 from grader.execution.limits import Limits
 from grader.assessment.validate import parse_answers, read_answer_file, validate_answers
 from grader.grading.submissions import SKIP_NAMES, Submission
@@ -89,7 +90,7 @@ def _find(folder: Path, name: str, search: bool) -> Path | None:
     if not search:
         return None
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_NAMES)
         if name in filenames:
             found.append(Path(dirpath) / name)
@@ -221,7 +222,7 @@ def _get(obj, name):
 
 
 def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+    try:
+        remove_tree(path)
+    except OSError:
+        pass

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from grader.common.atomic import write_json_atomic
+from grader.common.walk import walk
 
 STATE_FORMAT = "labgrader-state/1"
 
@@ -45,7 +46,7 @@ def _entries(root: Path):
     if root.is_symlink() or not root.is_dir():
         yield root.name, root
         return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in walk(root):
         dirnames.sort()
         for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
             full = Path(dirpath) / name

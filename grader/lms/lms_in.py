@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import unicodedata
 import zipfile
@@ -25,6 +24,7 @@ from typing import NamedTuple
 
 from grader.common.atomic import make_dir, write_json_atomic
 from grader.common.errors import UserError
+from grader.common.walk import remove_tree, walk
 
 LAYOUTS = ("auto", "canvas", "moodle", "folders")
 LMS_FORMAT = "labgrader-lms/1"
@@ -126,7 +126,7 @@ def materialize(path: str | Path, layout: str, workdir: str | Path, *, known_nam
     entries, more = _write_students(students, staging, target, limits)
     refused += more
     if os.path.lexists(target):
-        shutil.rmtree(target)
+        remove_tree(target)
     os.replace(staging, target)
     write_json_atomic(workdir / LMS_FILE, _lms_document(path, chosen, entries, refused))
     return target, entries, refused
@@ -185,13 +185,13 @@ def copy_tree(src: str | Path, dst: str | Path, limits: UnpackLimits = UnpackLim
     _fresh_dir(staging)
     _entries, more = _write_students({"copy": s}, staging, dst, limits)
     if os.path.lexists(dst):
-        shutil.rmtree(dst)
+        remove_tree(dst)
     made = staging / "copy"
     if made.is_dir():
         os.replace(made, dst)
     else:
         dst.mkdir()
-    shutil.rmtree(staging)
+    remove_tree(staging)
     return refused + [r for r in more if r.reason != "no files in this submission"]
 
 
@@ -465,7 +465,7 @@ def _scan(root: Path, refused: list[Refused]):
 
 def _walk(folder: Path, label: str, refused: list[Refused]):
     """(relative posix name, path) of every regular file below folder, without following links."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in walk(folder):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
@@ -600,7 +600,7 @@ def _fresh_dir(path: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
-            shutil.rmtree(path)
+            remove_tree(path)
     path.mkdir(parents=True)
 
 
