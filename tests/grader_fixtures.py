@@ -208,9 +208,10 @@ def install_fake_executor(monkeypatch) -> list:
     calls: list = []
     monkeypatch.setitem(sys.modules, "grader.execution.execute", fake_execute_module(calls))
     import grader
+    import grader.execution
     import grader.grade
 
     monkeypatch.setattr(grader.grade, "_service_options", lambda args, threads: None)
 
-    monkeypatch.setattr(grader, "execute", sys.modules["grader.execution.execute"], raising=False)
+    monkeypatch.setattr(grader.execution, "execute", sys.modules["grader.execution.execute"], raising=False)
     return calls

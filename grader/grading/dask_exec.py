@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from grader import __version__
 from grader.common.atomic import write_bytes_atomic
 from grader.common.errors import UserError
+from grader.common.names import file_stem, terminal
 from grader.common.text import one_line
 from grader.common.walk import walk
 
@@ -72,7 +73,7 @@ def run_dask(todo, ctx, scheduler: str, finish, *, done: int, total: int, say) -
 
         def settle(sub, content, result, finished):
             finish(sub, content, result, finished)
-            bar.set_postfix_str(f"{sub.student}: {result['status']}", refresh=False)
+            bar.set_postfix_str(f"{terminal(sub.student)}: {result['status']}", refresh=False)
             bar.update(1)
 
         for sub, content in todo:
@@ -174,8 +175,8 @@ def _failed(sub, ctx, reason: str, content: str, duration: float) -> dict:
 
 
 def _keep_executed(ctx, student: str, data: bytes | None) -> str | None:
-    """OUT/executed/<student>.ipynb as a local run leaves it: the new notebook, or none at all."""
-    dest = ctx.out / "executed" / f"{student}.ipynb"
+    """OUT/executed/<file stem>.ipynb as a local run leaves it: the new notebook, or none at all."""
+    dest = ctx.out / "executed" / f"{file_stem(student)}.ipynb"
     if data is None:
         if dest.is_symlink() or dest.is_file():
             dest.unlink()
@@ -387,7 +388,9 @@ class GraderPlugin(WorkerPlugin):
         except UserError as e:
             return {"kind": "failed", "reason": str(e), "duration_s": time.monotonic() - start}
         except Exception as e:
-            return {"kind": "failed", "reason": f"the grader failed on this submission: {type(e).__name__}: {e}",
+            from grader.grading.pipeline import describe
+
+            return {"kind": "failed", "reason": f"grader failed while grading: {describe(e)}",
                     "duration_s": time.monotonic() - start}
         finally:
             self.slots.put(slot)
