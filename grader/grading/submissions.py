@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.common.errors import UserError
+from grader.common.names import terminal
 
 SKIP_NAMES = {"__MACOSX", "__pycache__"}
 
@@ -57,6 +58,6 @@ def submissions_root(root: Path, layout: str, out: Path, spec, say) -> Path:
         return root
     target, entries, refused = materialize(root, layout, lms_workdir(out), known_names=spec.answer_files)
     for r in refused:
-        say(f"refused {r.entry}: {r.reason}")
+        say(f"refused {terminal(r.entry)}: {terminal(r.reason)}")
     say(f"unpacked {len(entries)} submission(s) from {root} into {target}")
     return target
