@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+LINE_END = "\r\n"  # RFC 4180; it also makes the csv module quote a cell holding a lone \r, which would start a row
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 

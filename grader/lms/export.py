@@ -21,7 +21,7 @@ import pandas as pd
 
 from grader.common.atomic import make_dir, write_json_atomic, write_text_atomic
 from grader import SCHEMA_DIR
-from grader.common.csvcell import cell, uncell
+from grader.common.csvcell import LINE_END, cell, uncell
 from grader.common.errors import UserError
 from grader.common.names import display, result_stem
 
@@ -302,7 +302,7 @@ def to_canvas(results: dict, roster: Roster | None = None, *, lms: dict | None =
     points = {**{c: "" for c in CANVAS_ID_COLUMNS}, "Student": CANVAS_POINTS_ROW, column: _num(results["max"])}
     frame = pd.DataFrame([_cells(points), *map(_cells, rows)], columns=[*CANVAS_ID_COLUMNS, column], dtype=str)
     dest = Path(dest)
-    _write(dest, frame.to_csv(index=False, lineterminator="\n"))
+    _write(dest, frame.to_csv(index=False, lineterminator=LINE_END))
     return _report("canvas", dest, [dest], len(rows), missing_list, blank, unknown, no_id, students)
 
 
@@ -354,7 +354,7 @@ def to_moodle(results: dict, roster: Roster | None = None, *, lms: dict | None =
                          "Feedback comments": _comment(r, assignment)})
     frame = pd.DataFrame(list(map(_cells, rows)), columns=columns, dtype=str).fillna("")
     dest = Path(dest)
-    _write(dest, frame.to_csv(index=False, lineterminator="\n"))
+    _write(dest, frame.to_csv(index=False, lineterminator=LINE_END))
     return _report("moodle", dest, [dest], len(rows), missing_list, blank, unknown, no_id, students)
 
 

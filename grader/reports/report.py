@@ -13,7 +13,7 @@ from pathlib import Path
 
 from grader.common.atomic import write_json_atomic, write_text_atomic
 from grader.assessment.score import VERDICT_WORDS
-from grader.common.csvcell import cell
+from grader.common.csvcell import LINE_END, cell
 from grader.common.names import display, result_stem, terminal
 from grader.common.text import one_line
 
@@ -28,7 +28,7 @@ def gradebook_columns(spec) -> list[str]:
 def gradebook_csv(results: list[dict], spec) -> str:
     """One row per student: status, reason, total, max, points per question, review flag."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=gradebook_columns(spec), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=gradebook_columns(spec), lineterminator=LINE_END)
     writer.writeheader()
     for r in results:
         row = {"student": cell(display(r["student"])), "status": cell(r["status"]), "reason": cell(display(r["reason"])),
