@@ -365,7 +365,7 @@ class GraderPlugin(WorkerPlugin):
         self.claims = []
 
     def grade(self, job: dict, student: str, packed: dict, content: str) -> dict:
-        from grader.grading.pipeline import SetupError, grade_one
+        from grader.grading.pipeline import SetupError, grade_or_fail
         from grader.grading.submissions import Submission
 
         start = time.monotonic()
@@ -380,7 +380,7 @@ class GraderPlugin(WorkerPlugin):
             with tempfile.TemporaryDirectory(prefix="labgrader-", dir=self.scratch, ignore_cleanup_errors=True) as tmp:
                 sub = Submission(student, unpack_submission(packed, Path(tmp) / "in"))
                 ctx = self._context(job, Path(tmp) / "out", stop)
-                result = grade_one(sub, ctx, slot, content)
+                result = grade_or_fail(sub, ctx, slot, content)
                 executed = (ctx.out / result["executed"]).read_bytes() if result.get("executed") else None
                 return {"kind": "done", "result": result, "executed": executed}
         except SetupError as e:

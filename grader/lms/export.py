@@ -23,7 +23,7 @@ from grader.common.atomic import make_dir, write_json_atomic, write_text_atomic
 from grader import SCHEMA_DIR
 from grader.common.csvcell import LINE_END, cell, uncell
 from grader.common.errors import UserError
-from grader.common.names import display, result_stem
+from grader.common.names import display, result_stem, terminal
 
 RESULTS_SCHEMA = SCHEMA_DIR / "results.schema.json"
 GRADESCOPE_SCHEMA = SCHEMA_DIR / "gradescope-results.schema.json"
@@ -66,11 +66,11 @@ def export_command(args) -> int:
 
 def _say(report: dict, args) -> None:
     if report["unknown"]:
-        names = ", ".join(f"{u['student']} ({u['reason']})" for u in report["unknown"])
+        names = ", ".join(f"{terminal(u['student'])} ({u['reason']})" for u in report["unknown"])
         print(f"labgrader: {len(report['unknown'])} submission(s) not in the roster, left out: {names}", file=sys.stderr)
     if report["no_lms_id"]:
         print(f"labgrader: {len(report['no_lms_id'])} row(s) carry no LMS id, so the LMS cannot match them: "
-              f"{', '.join(report['no_lms_id'])} (pass --roster with the LMS's own export)", file=sys.stderr)
+              f"{', '.join(map(terminal, report['no_lms_id']))} (pass --roster with the LMS's own export)", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(report, indent=2))
         return
@@ -78,9 +78,10 @@ def _say(report: dict, args) -> None:
     if report["missing"]:
         grade = "zero" if report["missing_grade"] == "0" else "a blank grade"
         print(f"{len(report['missing'])} roster student(s) without a submission got {grade}: "
-              + ", ".join(m["name"] for m in report["missing"]))
+              + ", ".join(terminal(m["name"]) for m in report["missing"]))
     if report["review"]:
-        print(f"{len(report['review'])} student(s) have provisional points awaiting review: {', '.join(report['review'])}")
+        print(f"{len(report['review'])} student(s) have provisional points awaiting review: "
+              f"{', '.join(map(terminal, report['review']))}")
 
 
 # inputs --------------------------------------------------------------------------------------
