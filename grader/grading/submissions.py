@@ -33,17 +33,28 @@ def discover(root: Path) -> list[Submission]:
         raise UserError(f"{root}: is not a folder of submissions")
     subs = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or entry.name in SKIP_NAMES or entry.is_symlink():
-            continue
-        if entry.is_dir():
-            subs.append(Submission(entry.name, entry))
-        elif entry.is_file() and entry.suffix == ".ipynb":
+        try:
+            if entry.name.startswith(".") or entry.name in SKIP_NAMES or entry.is_symlink():
+                continue
+            notebook = entry.is_file() and entry.suffix == ".ipynb"
+        except OSError:
+            notebook = False  # grading this entry says what is wrong with it, as its student's status
+        if notebook:
             subs.append(Submission(entry.stem, entry))
+        elif not _is_loose_file(entry):
+            subs.append(Submission(entry.name, entry))
     names = [s.student for s in subs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserError(f"{root}: student {dupes[0]!r} has both a folder and a notebook; keep one")
     return subs
+
+
+def _is_loose_file(entry: Path) -> bool:
+    try:
+        return not entry.is_dir()
+    except OSError:
+        return False
 
 
 def submissions_root(root: Path, layout: str, out: Path, spec, say) -> Path:
