@@ -1,8 +1,10 @@
 """`labgrader grade`: every submission executed, validated and scored; gradebook, results, feedback.
 
-One broken submission never stops the others: whatever goes wrong while handling a student
-becomes that student's status and one-line reason. Finished students are stored at once
-(grader/grading/store.py), so an interrupted run resumes where it stopped.
+One broken submission never stops the others: whatever goes wrong while handling a student, in any
+stage from hashing to writing their feedback, becomes that student's `error` status with a one-line
+reason naming the stage, stored like any result. Finished students are stored at once
+(grader/grading/store.py), so an interrupted run resumes where it stopped; the class report is
+always written.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from grader.common.errors import UserError
 from grader.execution.limits import limits_from_args, notebook_threads
 from grader.assessment.reference_io import reference_for
 from grader.grading.executor import Executor
-from grader.grading.pipeline import STATUSES, Context, SetupError, resolve_data_dir
+from grader.grading.pipeline import STATUSES, Context, SetupError, StageError, failed_result, resolve_data_dir, stage
 from grader.grading.submissions import Submission, discover, submissions_root
 
 
@@ -28,7 +30,7 @@ from grader.grading.submissions import Submission, discover, submissions_root
 def grade_command(args) -> int:
     from reference.spec import load_spec
     from grader.reports import report
-    from grader.grading.store import Store, content_sha256, options_sha256
+    from grader.grading.store import Store, check_result, content_sha256, options_sha256
 
     def say(line: str) -> None:
         print(f"labgrader: {line}", file=sys.stderr)
@@ -78,15 +80,20 @@ def grade_command(args) -> int:
     }
 
     results: dict[str, dict] = {}
-    contents = {sub.student: _content_or_none(content_sha256, sub.path) for sub in subs}
     todo: list[tuple[Submission, str]] = []
+    unhashed: list[tuple[Submission, str]] = []
     for sub in subs:
-        content = contents[sub.student]
-        fresh = None if getattr(args, "force", False) or content is None else store.fresh(sub.student, content, options_key)
+        try:
+            with stage("hashing the submission"):
+                content = content_sha256(sub.path)
+        except (StageError, UserError) as e:
+            unhashed.append((sub, str(e)))
+            continue
+        fresh = None if getattr(args, "force", False) else store.fresh(sub.student, content, options_key)
         if fresh is not None:
             results[sub.student] = fresh
         else:
-            todo.append((sub, content or "0" * 64))
+            todo.append((sub, content))
     if results:
         say(f"{len(results)} unchanged submission(s) already graded in {out / '.state'}; reusing them (--force regrades)")
 
@@ -96,26 +103,71 @@ def grade_command(args) -> int:
         report.write_outputs(out, {**header, "created": _now()}, shown, spec)
         return shown
 
+    def fail(sub: Submission, content: str, error: Exception, duration: float) -> dict:
+        return failed_result(sub, ctx, str(error), content, duration)
+
+    def keep(sub: Submission, content: str, result: dict, finished: bool) -> dict:
+        """Check and store one result; a failure here becomes the student's stored error instead."""
+        try:
+            with stage("storing the result"):
+                check_result(result)
+                if finished:
+                    store.save(sub.student, content, options, result)
+                else:
+                    store.discard(sub.student)
+            return result
+        except (StageError, UserError) as e:
+            failed = fail(sub, content, e, result.get("duration_s", 0.0) if isinstance(result, dict) else 0.0)
+            with contextlib.suppress(Exception):
+                store.save(sub.student, content, options, failed)
+            return failed
+
+    def feedback(sub: Submission, content: str, result: dict) -> dict:
+        try:
+            with stage("writing feedback"):
+                report.write_feedback(out, _apply_overrides([result], overrides, spec)[0], spec, ctx.hide, ref)
+            return result
+        except (StageError, UserError) as e:
+            failed = keep(sub, content, fail(sub, content, e, result.get("duration_s", 0.0)), True)
+            with contextlib.suppress(Exception):
+                report.write_feedback(out, failed, spec, ctx.hide, None)
+            return failed
+
     def finish(sub: Submission, content: str, result: dict, finished: bool) -> None:
-        if finished:
-            store.save(sub.student, content, options, result)
-        else:
-            store.discard(sub.student)
-        results[sub.student] = result
-        report.write_feedback(out, _apply_overrides([result], overrides, spec)[0], spec, ctx.hide, ref)
+        result = keep(sub, content, result, finished)
+        results[sub.student] = feedback(sub, content, result)
         publish()
+
+    for sub, why in unhashed:
+        finish(sub, "0" * 64, fail(sub, "0" * 64, UserError(why), 0.0), False)
 
     runner = Executor(executor, jobs, getattr(args, "scheduler", None))
     with _training_service(ctx, bool(todo) and runner.needs_local_service(), say) as (ctx, service_summary):
         service_summary.update(runner.run(todo, ctx, finish, done=len(results), total=len(subs), say=say))
     if service_summary:
         header["train_service"] = service_summary
+    graded_now = {sub.student for sub, _ in todo} | {sub.student for sub, _ in unhashed}
+    for sub in subs:
+        if sub.student in results and sub.student not in graded_now:
+            results[sub.student] = feedback(sub, results[sub.student].get("content_sha256", "0" * 64), results[sub.student])
     final = publish()
-    graded_now = {sub.student for sub, _ in todo}
-    for r in final:
-        if r["student"] not in graded_now:
-            report.write_feedback(out, r, spec, ctx.hide, ref)
-    report.write_class_report(out, final, spec, ref)
+    try:
+        with stage("writing the class report"):
+            report.write_class_report(out, final, spec, ref)
+    except (StageError, UserError) as e:
+        from grader.reports.summary import class_summary
+
+        say(f"{e}; the students whose results break it get status error")
+        for sub in [s for s in subs if s.student in results]:
+            r = results[sub.student]
+            try:
+                with stage("writing the class report"):
+                    class_summary(_apply_overrides([r], overrides, spec), spec, ref)
+            except (StageError, UserError) as bad:
+                content = r.get("content_sha256", "0" * 64)
+                results[sub.student] = keep(sub, content, fail(sub, content, bad, 0.0), True)
+        final = publish()
+        report.write_class_report(out, final, spec, ref)
     _print_summary(args, out, final, ref, len(todo), len(subs) - len(todo))
     return 0
 
@@ -154,13 +206,6 @@ def _training_service(ctx: Context, needed: bool, say):
         say_summary(service, say)
 
 
-def _content_or_none(fn, path: Path) -> str | None:
-    try:
-        return fn(path)
-    except OSError:
-        return None
-
-
 def _load_overrides(args, spec, subs: list[Submission]):
     """Instructor overrides (grader/overrides.py), applied when reports are built, never stored."""
     path = getattr(args, "overrides", None)
@@ -168,7 +213,9 @@ def _load_overrides(args, spec, subs: list[Submission]):
         return None
     from grader.assessment.overrides import load_overrides
 
-    return load_overrides(path, [s.student for s in subs], spec)
+    from grader.common.names import display
+
+    return load_overrides(path, [display(s.student) for s in subs], spec)
 
 
 def _apply_overrides(results: list[dict], overrides, spec) -> list[dict]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from grader.common.csvcell import uncell
 from grader.common.errors import UserError
 
 COLUMNS = ("student", "question", "points", "comment")
@@ -52,7 +53,7 @@ def load_overrides(path: str | Path, students: Iterable[str], question_max) -> l
     try:
         for row in reader:
             line, end = end + 1, reader.line_num
-            cells = [c.strip() for c in row]
+            cells = [uncell(c.strip()) for c in row]
             if not any(cells):
                 continue
             if not header_done:

@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from grader.assessment.validate import Answer
+from grader.common.names import display
 from reference.spec import hyperparameter_value
 
 VERDICTS = ("right", "partly", "wrong", "review", "missing")
@@ -30,6 +31,7 @@ METRIC_WORDS = {
     "final_test_acc": "final test accuracy",
     "best_train_acc": "best training accuracy",
 }
+MAX_DEPTH = 20
 REVIEW_NOTE = "provisional until an instructor reviews it"
 
 
@@ -241,13 +243,18 @@ def _shortfall(text, hits, long_enough, enough, rubric) -> str:
 
 # formatting ------------------------------------------------------------------------------------
 
-def _jsonable(value: Any):
+def _jsonable(value: Any, depth: int = 0):
+    """A student's raw answer as storable JSON: valid Unicode, finite numbers, at most MAX_DEPTH levels."""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    if isinstance(value, str):
+        return display(value)
+    if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+        return f"(a {'list' if isinstance(value, list) else 'mapping'} nested more than {MAX_DEPTH} levels deep)"
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {display(k): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     return value
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from grader import SCHEMA_DIR
 from grader.common.errors import UserError
+from grader.common.names import display, is_valid_unicode
 from grader.common.text import one_line
 
 MAX_BYTES = 65536
@@ -30,6 +31,7 @@ EXPECTED = {
     "yesno": "does not start with yes or no",
     "text": "is not text",
 }
+NOT_UNICODE = "holds text that is not valid Unicode (a lone UTF-16 surrogate such as \\ud800)"
 _BLANK = re.compile(r"^\s*$")
 _YESNO = re.compile(r"^\s*(yes|no)([^a-z0-9_]|$)", re.IGNORECASE)
 
@@ -177,6 +179,9 @@ def validate_answers(filename: str, data: Any) -> list[str]:
     for key, kind in kinds.items():
         if key in data and _beyond_schema(kind, data[key]):
             found.append((key, f"{key}: {_describe(kind, data[key])}"))
+    for key, value in data.items():
+        if _invalid_text(key) or _invalid_text(value):
+            found.append((display(key), f"{_key(key)}: {NOT_UNICODE}"))
     lines = [f"{filename}: {text}" for _, text in sorted(found, key=lambda kt: kt[0])]
     return list(dict.fromkeys(lines))
 
@@ -191,11 +196,29 @@ def parse_answers(filename: str, data: dict) -> dict[str, Answer]:
             out[key] = Answer(key, kind)
             continue
         raw = data[key]
-        if _beyond_schema(kind, raw) or any(True for _ in validator.iter_errors({key: raw})):
+        if _invalid_text(raw):
+            out[key] = Answer(key, kind, None, None, f"{filename}: {key}: {NOT_UNICODE}")
+        elif _beyond_schema(kind, raw) or any(True for _ in validator.iter_errors({key: raw})):
             out[key] = Answer(key, kind, raw, None, f"{filename}: {key}: {_describe(kind, raw)}")
         else:
             out[key] = Answer(key, kind, raw, _normalize(kind, raw))
     return out
+
+
+def _invalid_text(value: Any) -> bool:
+    """Some string in value (at any depth, keys included) holds a lone surrogate: it cannot be stored as UTF-8."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if not is_valid_unicode(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
 
 
 def _beyond_schema(kind: str, raw: Any) -> bool:
@@ -248,7 +271,11 @@ def _numeric(value: Any) -> float | None:
 
 
 def _show(value: Any, width: int = 40) -> str:
-    return one_line(json.dumps(value, ensure_ascii=False), width)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):
+        text = "(a deeply nested value)"
+    return display(one_line(text, width))
 
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from grader.execution import sandbox as sb
 from grader.common.atomic import write_json_atomic
 from grader.common.errors import UserError
+from grader.common.walk import remove_tree, rglob_files, walk
 from grader.execution.limits import Limits
 from grader.execution.runner import one_line
 
@@ -85,7 +86,7 @@ def prepare_workdir(submission, workdir, *, answer_files) -> Path:
 
 def _copy_folder(root: Path, dest: Path) -> None:
     real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in walk(root):
         here = Path(dirpath)
         rel = here.relative_to(root)
         keep = []
@@ -123,7 +124,7 @@ def find_notebook(workdir: Path) -> Path:
     if found:
         names = ", ".join(p.name for p in found[:4]) + (", …" if len(found) > 4 else "")
         raise UserError(f"{len(found)} notebooks at the top of the submission ({names}): submit exactly one")
-    nested = sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*.ipynb") if p.is_file())
+    nested = sorted(p.relative_to(workdir).as_posix() for p in rglob_files(workdir, ".ipynb"))
     hint = f"; found {nested[0]} in a sub-folder: move it to the top" if nested else ""
     raise UserError(f"no notebook (.ipynb) at the top of the submission{hint}")
 
@@ -370,7 +371,7 @@ def _last_line(log: str) -> str:
 def _chown_tree(root: Path, uid: int) -> None:
     """Hand the work dir to the slot's uid, the only place it may write."""
     os.lchown(root, uid, uid)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in walk(root):
         for name in dirnames + filenames:
             os.lchown(os.path.join(dirpath, name), uid, uid)
 
@@ -379,7 +380,7 @@ def _remove(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
-        shutil.rmtree(path)
+        remove_tree(path)
 
 
 @functools.lru_cache(maxsize=None)

@@ -326,6 +326,9 @@ class Run:
                 cell.setdefault("metadata", {})
                 if cell.cell_type == "code":
                     cell.outputs, cell.execution_count = [], None
+                else:
+                    cell.pop("outputs", None)
+                    cell.pop("execution_count", None)
         except Exception as e:
             return None, self.result("error", f"{name} is not a valid Jupyter notebook ({one_line(e, 160)})")
         return nb, None

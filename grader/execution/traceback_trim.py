@@ -51,10 +51,18 @@ def read_notebook(source: Any):
 
 
 def first_error(nb) -> tuple[int, dict] | None:
-    """(cell index, error output) of the first cell that raised; execution stops there."""
-    for index, cell in enumerate(getattr(nb, "cells", None) or nb.get("cells", [])):
-        for output in cell.get("outputs", []) or []:
-            if output.get("output_type") == "error":
+    """(cell index, error output) of the first code cell that raised; execution stops there.
+
+    Anything else a hostile notebook carries (outputs on a markdown cell, outputs that are not a
+    list, an error output that is not a mapping) is passed over.
+    """
+    cells = getattr(nb, "cells", None) or (nb.get("cells", []) if isinstance(nb, dict) else [])
+    for index, cell in enumerate(cells if isinstance(cells, list) else []):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        outputs = cell.get("outputs")
+        for output in outputs if isinstance(outputs, list) else []:
+            if isinstance(output, dict) and output.get("output_type") == "error":
                 return index, output
     return None
 
@@ -127,12 +135,13 @@ def failing_cell(source: Any) -> dict | None:
     cells = getattr(nb, "cells", None) or nb.get("cells", [])
     label = cell_label(number, cells[index].get("source", "")) if number else "the setup cell labgrader adds before your first cell"
     ename, evalue = str(output.get("ename", "")), str(output.get("evalue", ""))
+    traceback = output.get("traceback")
     return {
         "cell": number,
         "label": label,
         "ename": strip_ansi(ename),
         "evalue": strip_ansi(evalue),
-        "traceback": renumber_cells(trim_frames(list(output.get("traceback", []) or []), ename, evalue), by_count),
+        "traceback": renumber_cells(trim_frames(traceback if isinstance(traceback, list) else [], ename, evalue), by_count),
     }
 
 

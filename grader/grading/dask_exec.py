@@ -30,7 +30,9 @@ from pathlib import Path, PurePosixPath
 from grader import __version__
 from grader.common.atomic import write_bytes_atomic
 from grader.common.errors import UserError
+from grader.common.names import file_stem, terminal
 from grader.common.text import one_line
+from grader.common.walk import walk
 from grader.execution.limits import notebook_threads
 
 try:
@@ -72,7 +74,7 @@ def run_dask(todo, ctx, scheduler: str, finish, *, done: int, total: int, say) -
 
         def settle(sub, content, result, finished):
             finish(sub, content, result, finished)
-            bar.set_postfix_str(f"{sub.student}: {result['status']}", refresh=False)
+            bar.set_postfix_str(f"{terminal(sub.student)}: {result['status']}", refresh=False)
             bar.update(1)
 
         for sub, content in todo:
@@ -174,8 +176,8 @@ def _failed(sub, ctx, reason: str, content: str, duration: float) -> dict:
 
 
 def _keep_executed(ctx, student: str, data: bytes | None) -> str | None:
-    """OUT/executed/<student>.ipynb as a local run leaves it: the new notebook, or none at all."""
-    dest = ctx.out / "executed" / f"{student}.ipynb"
+    """OUT/executed/<file stem>.ipynb as a local run leaves it: the new notebook, or none at all."""
+    dest = ctx.out / "executed" / f"{file_stem(student)}.ipynb"
     if data is None:
         if dest.is_symlink() or dest.is_file():
             dest.unlink()
@@ -244,7 +246,7 @@ def pack_submission(path: Path) -> dict:
     root = path.resolve()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6, dereference=True) as tar:
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for dirpath, dirnames, filenames in walk(path):
             here = Path(dirpath)
             rel = here.relative_to(path)
             dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
@@ -364,7 +366,7 @@ class GraderPlugin(WorkerPlugin):
         self.claims = []
 
     def grade(self, job: dict, student: str, packed: dict, content: str) -> dict:
-        from grader.grading.pipeline import SetupError, grade_one
+        from grader.grading.pipeline import SetupError, grade_or_fail
         from grader.grading.submissions import Submission
 
         start = time.monotonic()
@@ -379,7 +381,7 @@ class GraderPlugin(WorkerPlugin):
             with tempfile.TemporaryDirectory(prefix="labgrader-", dir=self.scratch, ignore_cleanup_errors=True) as tmp:
                 sub = Submission(student, unpack_submission(packed, Path(tmp) / "in"))
                 ctx = self._context(job, Path(tmp) / "out", stop)
-                result = grade_one(sub, ctx, slot, content)
+                result = grade_or_fail(sub, ctx, slot, content)
                 executed = (ctx.out / result["executed"]).read_bytes() if result.get("executed") else None
                 return {"kind": "done", "result": result, "executed": executed}
         except SetupError as e:
@@ -387,7 +389,9 @@ class GraderPlugin(WorkerPlugin):
         except UserError as e:
             return {"kind": "failed", "reason": str(e), "duration_s": time.monotonic() - start}
         except Exception as e:
-            return {"kind": "failed", "reason": f"the grader failed on this submission: {type(e).__name__}: {e}",
+            from grader.grading.pipeline import describe
+
+            return {"kind": "failed", "reason": f"grader failed while grading: {describe(e)}",
                     "duration_s": time.monotonic() - start}
         finally:
             self.slots.put(slot)

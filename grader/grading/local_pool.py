@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import queue
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from grader.common.errors import UserError
-from grader.grading.pipeline import Context, SetupError, failed_result, grade_one
+from grader.common.names import terminal
+from grader.grading.pipeline import Context, grade_or_fail
 from grader.grading.submissions import Submission
 
 
 def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish, *, done: int, total: int) -> None:
     """Grade `todo` on `jobs` workers, each with its own sandbox slot; finish() runs in this thread.
 
-    finish(sub, content, result, finished) gets every student as soon as they are done; finished
-    is False when the grader's own handling failed (reported as status error, retried next run).
+    finish(sub, content, result, finished) gets every student as soon as they are done; whatever
+    failed while grading one becomes their `error` result (grade_or_fail), stored like any other.
     """
     from tqdm import tqdm
 
@@ -26,16 +25,8 @@ def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish
 
     def work(sub: Submission, content: str) -> tuple[dict, bool]:
         slot = slots.get()
-        start = time.monotonic()
         try:
-            return grade_one(sub, ctx, slot, content), True
-        except SetupError:
-            raise
-        except UserError as e:
-            return failed_result(sub, ctx, str(e), content, time.monotonic() - start), False
-        except Exception as e:  # one submission's failure must never reach the others
-            return failed_result(sub, ctx, f"the grader failed on this submission: {type(e).__name__}: {e}",
-                                 content, time.monotonic() - start), False
+            return grade_or_fail(sub, ctx, slot, content), True
         finally:
             slots.put(slot)
 
@@ -47,7 +38,7 @@ def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish
             sub, content = futures[future]
             result, finished = future.result()
             finish(sub, content, result, finished)
-            bar.set_postfix_str(f"{sub.student}: {result['status']}", refresh=False)
+            bar.set_postfix_str(f"{terminal(sub.student)}: {result['status']}", refresh=False)
             bar.update(1)
     except BaseException:
         ctx.stop.set()

@@ -1,7 +1,9 @@
-"""One submission through the stages: execute, collect, validate, score -> its result dict.
+"""One submission through the stages: copy, execute, collect, validate, score -> its result dict.
 
 Whatever goes wrong while handling a student becomes that student's status and one-line reason;
 `SetupError` alone (no sandbox, no data) stops the batch, since no submission could be graded.
+Each stage runs inside `stage(...)`, so an unexpected failure says where it happened
+("grader failed while writing feedback: ..."); `grade_or_fail` is the boundary around one student.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.common.errors import UserError
+from grader.common.names import display, exact_hex, file_stem
 from grader.common.text import one_line
+from grader.common.walk import remove_tree, walk
 from grader.execution.limits import Limits
 from grader.assessment.validate import parse_answers, read_answer_file, validate_answers
 from grader.grading.submissions import SKIP_NAMES, Submission
@@ -26,6 +30,31 @@ STATUSES = ("graded", "error", "timeout", "memory", "no-answers", "invalid-answe
 
 class SetupError(UserError):
     """The grader's own setup failed (no sandbox, no data): no submission can be graded, so stop."""
+
+
+class StageError(Exception):
+    """An unexpected failure while handling one student, named by its stage; becomes their `error` status."""
+
+    def __init__(self, stage_name: str, error: BaseException):
+        super().__init__(f"grader failed while {stage_name}: {describe(error)}")
+        self.stage = stage_name
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line of valid text: its type, then its message."""
+    text = display(one_line(str(error), 240))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """Label what fails inside as this stage's failure; a UserError (already a reason) passes as it is."""
+    try:
+        yield
+    except (UserError, StageError):
+        raise
+    except Exception as e:
+        raise StageError(name, e) from e
 
 
 @dataclass(frozen=True)
@@ -73,13 +102,15 @@ def collect_answers(folder: Path | None, spec, *, search: bool = False) -> tuple
             files[name] = None
             continue
         try:
-            data = read_answer_file(path)
+            with stage("reading answer files"):
+                data = read_answer_file(path)
         except UserError as e:
             files[name] = str(e)
             problems.append(str(e))
             continue
-        problems += validate_answers(name, data)
-        files[name] = parse_answers(name, data)
+        with stage("validating answers"):
+            problems += validate_answers(name, data)
+            files[name] = parse_answers(name, data)
     return files, problems
 
 
@@ -90,7 +121,7 @@ def _find(folder: Path, name: str, search: bool) -> Path | None:
     if not search:
         return None
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_NAMES)
         if name in filenames:
             found.append(Path(dirpath) / name)
@@ -136,39 +167,66 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
 
     start = time.monotonic()
     exec_result, executed = None, None
+    stem = file_stem(sub.student)
     if ctx.no_execute:
         folder = None if sub.is_notebook else sub.path
-        files, problems = collect_answers(folder, ctx.spec, search=True)
+        with stage("collecting answer files"):
+            files, problems = collect_answers(folder, ctx.spec, search=True)
     else:
-        workdir = ctx.out / ".work" / sub.student
-        _remove(workdir)
-        _remove(ctx.out / "executed" / f"{sub.student}.ipynb")
-        workdir.mkdir(parents=True)
+        workdir = ctx.out / ".work" / stem
+        with stage("copying the submission"):
+            _remove(workdir)
+            _remove(ctx.out / "executed" / f"{stem}.ipynb")
+            workdir.mkdir(parents=True)
         exec_result = _execute(sub, workdir, ctx, slot)
-        executed = _keep_executed(exec_result, ctx.out, sub.student)
-        files, problems = collect_answers(workdir, ctx.spec)
-    status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
-    scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
+        with stage("collecting the executed notebook"):
+            executed = _keep_executed(exec_result, ctx.out, stem)
+        with stage("collecting answer files"):
+            files, problems = collect_answers(workdir, ctx.spec)
+    with stage("scoring"):
+        status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
+        scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
     if status == "graded" and not ctx.no_execute:
-        _remove(ctx.out / ".work" / sub.student)
+        _remove(ctx.out / ".work" / stem)
     return _result(sub.student, status, reason, scored, content, executed,
                    time.monotonic() - start, problems)
 
 
-def failed_result(sub: Submission, ctx: Context, reason: str, content: str, duration: float) -> dict:
-    """A student whose handling broke: status error, every question not answered."""
+def grade_or_fail(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
+    """The failure boundary around one student: any failure but a SetupError becomes their `error` result."""
+    start = time.monotonic()
+    try:
+        return grade_one(sub, ctx, slot, content)
+    except SetupError:
+        raise
+    except (UserError, StageError) as e:
+        reason = str(e)
+    except Exception as e:
+        reason = f"grader failed while grading: {describe(e)}"
+    return failed_result(sub, ctx, reason, content, time.monotonic() - start)
+
+
+def failed_result(sub: Submission | str, ctx: Context, reason: str, content: str, duration: float) -> dict:
+    """A student whose handling broke: status error, every question not answered. Never raises."""
     from grader.assessment.score import score_answers
 
+    student = sub.student if isinstance(sub, Submission) else sub
     files = {name: "the submission could not be processed" for name in ctx.spec.answer_files}
-    return _result(sub.student, "error", one_line(reason, 300), score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide),
-                   content, None, duration, [])
+    try:
+        scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
+    except Exception:
+        scored = {"total": 0.0, "max": float(ctx.spec.max_points), "questions": {}, "review": False}
+    return _result(student, "error", one_line(display(reason), 300), scored, content, None, duration, [])
 
 
 def _result(student, status, reason, scored, content, executed, duration, problems) -> dict:
+    raw = exact_hex(student)
     return {
-        "student": student,
+        "student": display(student),
+        **({"student_hex": raw} if raw else {}),
+        "file": file_stem(student),
         "status": status,
-        "reason": reason,
+        "reason": display(reason),
         "total": scored["total"],
         "max": scored["max"],
         "questions": scored["questions"],
@@ -176,18 +234,19 @@ def _result(student, status, reason, scored, content, executed, duration, proble
         "content_sha256": content,
         "executed": executed,
         "duration_s": round(max(0.0, duration), 3),
-        "errors": [one_line(p, 300) for p in problems],
+        "errors": [display(one_line(p, 300)) for p in problems],
     }
 
 
 def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
     from grader.execution.execute import execute_notebook, prepare_workdir
 
-    notebook = prepare_workdir(sub.path, workdir, answer_files=ctx.spec.answer_files)
+    with stage("copying the submission"):
+        notebook = prepare_workdir(sub.path, workdir, answer_files=ctx.spec.answer_files)
     kwargs = dict(limits=ctx.limits, data_dir=ctx.data_dir, preamble=ctx.spec.preamble,
                   sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop)
     try:
-        with _training_session(ctx, sub.student, slot) as socket_path:
+        with _training_session(ctx, sub.student, slot) as socket_path, stage("executing the notebook"):
             return execute_notebook(notebook, workdir, train_socket=socket_path, **kwargs)
     except UserError as e:
         raise SetupError(str(e), e.exit_code) from None
@@ -204,12 +263,12 @@ def _training_session(ctx: Context, student: str, slot: int):
     return ctx.service.session(student, Quota(ctx.limits.train_runs, ctx.limits.train_epochs), uid=uid)
 
 
-def _keep_executed(exec_result, out: Path, student: str) -> str | None:
-    """Copy the executed notebook to OUT/executed/<student>.ipynb; its path relative to OUT."""
+def _keep_executed(exec_result, out: Path, stem: str) -> str | None:
+    """Copy the executed notebook to OUT/executed/<file stem>.ipynb; its path relative to OUT."""
     src = _get(exec_result, "executed")
     if not src or not Path(src).is_file():
         return None
-    dest = out / "executed" / f"{student}.ipynb"
+    dest = out / "executed" / f"{stem}.ipynb"
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(src, tmp, follow_symlinks=False)
@@ -222,7 +281,7 @@ def _get(obj, name):
 
 
 def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+    try:
+        remove_tree(path)
+    except OSError:
+        pass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.common.errors import UserError
+from grader.common.names import terminal
 
 SKIP_NAMES = {"__MACOSX", "__pycache__"}
 
@@ -32,17 +33,28 @@ def discover(root: Path) -> list[Submission]:
         raise UserError(f"{root}: is not a folder of submissions")
     subs = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or entry.name in SKIP_NAMES or entry.is_symlink():
-            continue
-        if entry.is_dir():
-            subs.append(Submission(entry.name, entry))
-        elif entry.is_file() and entry.suffix == ".ipynb":
+        try:
+            if entry.name.startswith(".") or entry.name in SKIP_NAMES or entry.is_symlink():
+                continue
+            notebook = entry.is_file() and entry.suffix == ".ipynb"
+        except OSError:
+            notebook = False  # grading this entry says what is wrong with it, as its student's status
+        if notebook:
             subs.append(Submission(entry.stem, entry))
+        elif not _is_loose_file(entry):
+            subs.append(Submission(entry.name, entry))
     names = [s.student for s in subs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserError(f"{root}: student {dupes[0]!r} has both a folder and a notebook; keep one")
     return subs
+
+
+def _is_loose_file(entry: Path) -> bool:
+    try:
+        return not entry.is_dir()
+    except OSError:
+        return False
 
 
 def submissions_root(root: Path, layout: str, out: Path, spec, say) -> Path:
@@ -57,6 +69,6 @@ def submissions_root(root: Path, layout: str, out: Path, spec, say) -> Path:
         return root
     target, entries, refused = materialize(root, layout, lms_workdir(out), known_names=spec.answer_files)
     for r in refused:
-        say(f"refused {r.entry}: {r.reason}")
+        say(f"refused {terminal(r.entry)}: {terminal(r.reason)}")
     say(f"unpacked {len(entries)} submission(s) from {root} into {target}")
     return target

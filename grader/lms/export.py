@@ -21,7 +21,9 @@ import pandas as pd
 
 from grader.common.atomic import make_dir, write_json_atomic, write_text_atomic
 from grader import SCHEMA_DIR
+from grader.common.csvcell import LINE_END, cell, uncell
 from grader.common.errors import UserError
+from grader.common.names import display, result_stem, terminal
 
 RESULTS_SCHEMA = SCHEMA_DIR / "results.schema.json"
 GRADESCOPE_SCHEMA = SCHEMA_DIR / "gradescope-results.schema.json"
@@ -64,11 +66,11 @@ def export_command(args) -> int:
 
 def _say(report: dict, args) -> None:
     if report["unknown"]:
-        names = ", ".join(f"{u['student']} ({u['reason']})" for u in report["unknown"])
+        names = ", ".join(f"{terminal(u['student'])} ({u['reason']})" for u in report["unknown"])
         print(f"labgrader: {len(report['unknown'])} submission(s) not in the roster, left out: {names}", file=sys.stderr)
     if report["no_lms_id"]:
         print(f"labgrader: {len(report['no_lms_id'])} row(s) carry no LMS id, so the LMS cannot match them: "
-              f"{', '.join(report['no_lms_id'])} (pass --roster with the LMS's own export)", file=sys.stderr)
+              f"{', '.join(map(terminal, report['no_lms_id']))} (pass --roster with the LMS's own export)", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(report, indent=2))
         return
@@ -76,9 +78,10 @@ def _say(report: dict, args) -> None:
     if report["missing"]:
         grade = "zero" if report["missing_grade"] == "0" else "a blank grade"
         print(f"{len(report['missing'])} roster student(s) without a submission got {grade}: "
-              + ", ".join(m["name"] for m in report["missing"]))
+              + ", ".join(terminal(m["name"]) for m in report["missing"]))
     if report["review"]:
-        print(f"{len(report['review'])} student(s) have provisional points awaiting review: {', '.join(report['review'])}")
+        print(f"{len(report['review'])} student(s) have provisional points awaiting review: "
+              f"{', '.join(map(terminal, report['review']))}")
 
 
 # inputs --------------------------------------------------------------------------------------
@@ -129,8 +132,8 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     rows: list[tuple[int, list[str]]] = []
     try:
         for row in reader:
-            if any(cell.strip() for cell in row):
-                rows.append((reader.line_num, row))
+            if any(c.strip() for c in row):
+                rows.append((reader.line_num, [uncell(c) for c in row]))
     except csv.Error as e:
         raise UserError(f"{path} line {reader.line_num}: malformed CSV: {e}")
     if not rows:
@@ -295,12 +298,12 @@ def to_canvas(results: dict, roster: Roster | None = None, *, lms: dict | None =
             uid = info.get("lms_user_id") or ""
             if not uid:
                 no_id.append(r["student"])
-            rows.append({"Student": info.get("display_name") or r["student"], "ID": uid, "SIS User ID": "",
+            rows.append({"Student": display(info.get("display_name") or r["student"]), "ID": uid, "SIS User ID": "",
                          "SIS Login ID": "", "Section": "", column: _num(r["total"])})
     points = {**{c: "" for c in CANVAS_ID_COLUMNS}, "Student": CANVAS_POINTS_ROW, column: _num(results["max"])}
-    frame = pd.DataFrame([points, *rows], columns=[*CANVAS_ID_COLUMNS, column], dtype=str)
+    frame = pd.DataFrame([_cells(points), *map(_cells, rows)], columns=[*CANVAS_ID_COLUMNS, column], dtype=str)
     dest = Path(dest)
-    _write(dest, frame.to_csv(index=False, lineterminator="\n"))
+    _write(dest, frame.to_csv(index=False, lineterminator=LINE_END))
     return _report("canvas", dest, [dest], len(rows), missing_list, blank, unknown, no_id, students)
 
 
@@ -347,12 +350,12 @@ def to_moodle(results: dict, roster: Roster | None = None, *, lms: dict | None =
             uid = info.get("lms_user_id")
             if not uid:
                 no_id.append(r["student"])
-            rows.append({**{c: "" for c in columns}, "Identifier": f"Participant {uid}" if uid else "", "Full name": info.get("display_name") or r["student"],
+            rows.append({**{c: "" for c in columns}, "Identifier": f"Participant {uid}" if uid else "", "Full name": display(info.get("display_name") or r["student"]),
                          "Grade": _num(r["total"]), "Maximum Grade": maximum, "Grade can be changed": "Yes",
                          "Feedback comments": _comment(r, assignment)})
-    frame = pd.DataFrame(rows, columns=columns, dtype=str).fillna("")
+    frame = pd.DataFrame(list(map(_cells, rows)), columns=columns, dtype=str).fillna("")
     dest = Path(dest)
-    _write(dest, frame.to_csv(index=False, lineterminator="\n"))
+    _write(dest, frame.to_csv(index=False, lineterminator=LINE_END))
     return _report("moodle", dest, [dest], len(rows), missing_list, blank, unknown, no_id, students)
 
 
@@ -378,11 +381,8 @@ def to_gradescope(results: dict, roster: Roster | None = None, *, lms: dict | No
     dest = Path(dest)
     written = []
     for r in results["students"]:
-        name = r["student"]
-        if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-            raise UserError(f"results.json: student {name!r} cannot be a folder name")
         doc = gradescope_document(r, title=assignment)
-        path = dest / name / "results.json"
+        path = dest / result_stem(r) / "results.json"
         write_gradescope(path, doc)
         written.append(path)
     return _report("gradescope", dest, written, len(written), [], _missing_value(missing), [], [], results["students"])
@@ -460,6 +460,11 @@ def _report(target, dest, written, rows, missing, blank, unknown, no_id, student
         "missing": missing, "missing_grade": blank, "unknown": unknown, "no_lms_id": no_id,
         "review": [r["student"] for r in students if r["review"]],
     }
+
+
+def _cells(row: dict) -> dict:
+    """Every value of a row as a safe CSV cell (grader/common/csvcell.py)."""
+    return {k: cell(display(v)) if isinstance(v, str) else cell(v) for k, v in row.items()}
 
 
 def _missing_value(missing: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import unicodedata
 import zipfile
@@ -25,6 +24,8 @@ from typing import NamedTuple
 
 from grader.common.atomic import make_dir, write_json_atomic
 from grader.common.errors import UserError
+from grader.common.names import display, file_stem
+from grader.common.walk import remove_tree, walk
 
 LAYOUTS = ("auto", "canvas", "moodle", "folders")
 LMS_FORMAT = "labgrader-lms/1"
@@ -36,6 +37,7 @@ CANVAS_RE = re.compile(r"^(?P<name>[^_/]+)_(?:(?P<late>late)_)?(?P<uid>\d+)_(?P<
 MOODLE_DIR_RE = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)_?$")
 MOODLE_FILE_RE = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assignsubmission_(?P<plugin>[a-z]+)_(?P<file>[^/]+)$")
 REUPLOAD_RE = re.compile(r"^(?P<stem>.+)-(?P<n>\d+)(?P<ext>\.[^.]+)$")
+MAX_ID_CHARS = 100
 SAFE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 CHUNK = 1 << 20
 
@@ -126,7 +128,7 @@ def materialize(path: str | Path, layout: str, workdir: str | Path, *, known_nam
     entries, more = _write_students(students, staging, target, limits)
     refused += more
     if os.path.lexists(target):
-        shutil.rmtree(target)
+        remove_tree(target)
     os.replace(staging, target)
     write_json_atomic(workdir / LMS_FILE, _lms_document(path, chosen, entries, refused))
     return target, entries, refused
@@ -185,13 +187,13 @@ def copy_tree(src: str | Path, dst: str | Path, limits: UnpackLimits = UnpackLim
     _fresh_dir(staging)
     _entries, more = _write_students({"copy": s}, staging, dst, limits)
     if os.path.lexists(dst):
-        shutil.rmtree(dst)
+        remove_tree(dst)
     made = staging / "copy"
     if made.is_dir():
         os.replace(made, dst)
     else:
         dst.mkdir()
-    shutil.rmtree(staging)
+    remove_tree(staging)
     return refused + [r for r in more if r.reason != "no files in this submission"]
 
 
@@ -465,7 +467,7 @@ def _scan(root: Path, refused: list[Refused]):
 
 def _walk(folder: Path, label: str, refused: list[Refused]):
     """(relative posix name, path) of every regular file below folder, without following links."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in walk(folder):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
@@ -572,9 +574,10 @@ def _lms_document(source: Path, layout: str, entries: list[Entry], refused: list
         "source": str(source),
         "layout": layout,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "students": {e.student: {"display_name": e.display_name, "lms_user_id": e.lms_user_id, "late": e.late}
+        "students": {display(e.student): {"display_name": display(e.display_name), "lms_user_id": e.lms_user_id,
+                                          "late": e.late}
                      for e in entries},
-        "refused": [{"entry": r.entry, "reason": r.reason} for r in refused],
+        "refused": [{"entry": display(r.entry), "reason": display(r.reason)} for r in refused],
     }
 
 
@@ -592,7 +595,11 @@ def _slug(text: str) -> str:
 
 
 def _safe_id(name: str) -> str:
-    return name if SAFE_ID_RE.match(name) and PurePosixPath(name).name == name else _slug(name)
+    """A student's folder name: the name when plain, else its slug; one too long gets a bounded unique stem."""
+    if SAFE_ID_RE.match(name) and PurePosixPath(name).name == name:
+        return name
+    slug = _slug(name)
+    return slug if len(slug) <= MAX_ID_CHARS else file_stem(name)
 
 
 def _fresh_dir(path: Path) -> None:
@@ -600,7 +607,7 @@ def _fresh_dir(path: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
-            shutil.rmtree(path)
+            remove_tree(path)
     path.mkdir(parents=True)
 
 

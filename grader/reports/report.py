@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 from grader.common.atomic import write_json_atomic, write_text_atomic
 from grader.assessment.score import VERDICT_WORDS
+from grader.common.csvcell import LINE_END, cell
+from grader.common.names import display, result_stem, terminal
 from grader.common.text import one_line
 
 RESULTS_FORMAT = "labgrader-results/1"
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|~#"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
 
 
 def gradebook_columns(spec) -> list[str]:
@@ -25,14 +28,14 @@ def gradebook_columns(spec) -> list[str]:
 def gradebook_csv(results: list[dict], spec) -> str:
     """One row per student: status, reason, total, max, points per question, review flag."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=gradebook_columns(spec), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=gradebook_columns(spec), lineterminator=LINE_END)
     writer.writeheader()
     for r in results:
-        row = {"student": _cell(r["student"]), "status": r["status"], "reason": _cell(r["reason"]),
-               "total": _num(r["total"]), "max": _num(r["max"]), "review": "yes" if r["review"] else "no"}
+        row = {"student": cell(display(r["student"])), "status": cell(r["status"]), "reason": cell(display(r["reason"])),
+               "total": cell(float(r["total"])), "max": cell(float(r["max"])), "review": cell(bool(r["review"]))}
         for q in spec.questions:
             qr = r["questions"].get(q.id)
-            row[q.id] = _num(qr["points"]) if qr else ""
+            row[q.id] = cell(float(qr["points"])) if qr else ""
         writer.writerow(row)
     return buf.getvalue()
 
@@ -43,7 +46,7 @@ def results_document(header: dict, results: list[dict]) -> dict:
 
 def feedback_markdown(result: dict, spec, hidden: bool) -> str:
     """A student's feedback: status and reason, then each question's answer, points and why."""
-    lines = [f"# Lab {spec.assignment_id}: {spec.title}: feedback for {result['student']}", ""]
+    lines = [f"# Lab {spec.assignment_id}: {spec.title}: feedback for {_md(result['student'])}", ""]
     lines.append(f"- Status: **{result['status']}**" + (f": {_md(result['reason'])}" if result["reason"] else ""))
     waiting = [qid for qid, q in result["questions"].items() if q["review"]]
     total = f"- Points: **{_num(result['total'])} of {_num(result['max'])}**"
@@ -73,7 +76,7 @@ def summary_table(results: list[dict]) -> str:
     rows = [("student", "status", "points", "reason")]
     for r in results:
         pts = f"{_num(r['total'])}/{_num(r['max'])}" + (" *" if r["review"] else "")
-        rows.append((r["student"], r["status"], pts, one_line(r["reason"], 70)))
+        rows.append((terminal(r["student"]), terminal(r["status"]), pts, terminal(one_line(r["reason"], 70))))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     out = ["  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3] for row in rows]
     if any(r["review"] for r in results):
@@ -91,7 +94,8 @@ def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) 
     """Markdown feedback always; the HTML page with learning curves when the reference is at hand."""
     folder = out / "feedback"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{result['student']}.md"
+    stem = result_stem(result)
+    path = folder / f"{stem}.md"
     write_text_atomic(path, feedback_markdown(result, spec, hidden))
     if reference is not None:
         from grader.reports.feedback_html import render_feedback_html
@@ -99,7 +103,7 @@ def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) 
         executed = out / result["executed"] if result.get("executed") else None
         html = render_feedback_html(result, spec, reference, hide_answers=hidden,
                                     executed_notebook=executed if executed and executed.is_file() else None)
-        write_text_atomic(folder / f"{result['student']}.html", html)
+        write_text_atomic(folder / f"{stem}.html", html)
     return path
 
 
@@ -110,12 +114,6 @@ def write_class_report(out: Path, results: list[dict], spec, reference) -> None:
     summary = class_summary(results, spec, reference)
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "summary.html", render_summary_html(summary, title=f"Lab {spec.assignment_id}: {spec.title}"))
-
-
-def _cell(text: str) -> str:
-    """Keep spreadsheet programs from running a student-controlled cell as a formula."""
-    text = str(text)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _num(x) -> str:
@@ -135,11 +133,19 @@ def _quote(answer) -> str:
         return "> (not answered)"
     text = answer if isinstance(answer, str) else str(answer).lower() if isinstance(answer, bool) else str(answer)
     text = text if len(text) <= 2000 else text[:1999] + "…"
-    return "\n".join("> " + _md(line) for line in text.splitlines() or [""])
+    return "\n".join("> " + _md_line_start(_md(line)) for line in text.splitlines() or [""])
 
 
-def _md(text: str) -> str:
-    """Student text shown as text: no HTML, no links or images that a Markdown viewer would load."""
-    return str(text).replace("<", "&lt;").replace("![", "!\\[").replace("](", "]\\(")
+def _md_line_start(text: str) -> str:
+    """A line that would open a list, quote or heading underline starts with a backslash instead."""
+    numbered = re.match(r"^\d+(?=[.)])", text)
+    if numbered:
+        return numbered.group() + "\\" + text[numbered.end():]
+    return "\\" + text if text[:1] in ("-", "+", "=", ">") else text
+
+
+def _md(text) -> str:
+    """Student text shown as text on one line: no HTML, links, images, emphasis or new Markdown lines."""
+    return " ".join(display(text).split()).translate(_MD_SPECIAL)
 
 
