@@ -338,6 +338,22 @@ def test_garbage_and_oversized_frames_get_their_reason_and_the_service_keeps_ser
     assert len(H["acc"]) == EPOCHS and service.summary()["refused"] >= 2
 
 
+def test_a_header_nesting_60000_levels_is_refused_without_a_traceback(service, synthetic_data, monkeypatch, capfd):
+    body = b"[" * 60000 + b"]" * 60000
+    with pytest.raises(wire.WireError, match="nests too deeply"):
+        wire.read_frame(wire.bytes_reader(wire.MAGIC + struct.pack(">I", len(body)) + body), max_payload=0,
+                        max_header=1 << 20)
+    body = b"[" * 32000 + b"]" * 32000
+    with served(service, synthetic_data, monkeypatch) as s:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(s.path)
+            c.sendall(wire.MAGIC + struct.pack(">I", len(body)) + body)
+            header, _ = wire.read_frame(wire.socket_reader(c), max_payload=0)
+        assert header["ok"] is False and "nests too deeply" in header["error"]
+        assert len(lab_call(s.data, lr=0.061, epochs=1)[0]["acc"]) == 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def _closed(c: socket.socket) -> bool:
     """The service hung up after a frame it could not read (unread bytes make that a reset)."""
     try:

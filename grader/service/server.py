@@ -193,40 +193,46 @@ class _Session:
 
     def _serve(self, conn: socket.socket) -> None:
         from reference import wire
-        from reference.trainrequest import MAX_PAYLOAD, RequestError, TrainAnswer, parse
 
-        read = wire.socket_reader(conn)
         try:
-            while True:
-                try:
-                    header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD)
-                except (EOFError, OSError):
-                    return
-                except wire.WireError as e:
-                    self._refuse(conn, str(e))
-                    return
-                try:
-                    req = parse(header, tensors, input_dim=self.service.input_dim, classes=self.service.classes)
-                    self._admit(req)
-                except RequestError as e:
-                    self._refuse(conn, str(e))
-                    continue
-                if req.data != self.service.fingerprint:
-                    self._send(conn, {"ok": False, "local": True,
-                                      "reason": "the notebook's data are not the grader's data set; it trains in the notebook"})
-                    continue
-                try:
-                    answer, how = self._wait(req)
-                except Exception as e:  # this connection's notebook trains locally; the service goes on
-                    answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
-                if isinstance(answer, TrainAnswer):
-                    self._send(conn, *answer.frame(served=how))
-                else:
-                    self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
+            self._requests(conn, wire.socket_reader(conn))
+        except Exception as e:  # never a traceback on the grader's stderr; this connection ends with a reason
+            self._refuse(conn, f"the training service could not handle this request ({type(e).__name__})")
         finally:
             with self.lock:
                 self.conns.discard(conn)
             conn.close()
+
+    def _requests(self, conn: socket.socket, read) -> None:
+        from reference import wire
+        from reference.trainrequest import MAX_PAYLOAD, RequestError, TrainAnswer, parse
+
+        while True:
+            try:
+                header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD)
+            except (EOFError, OSError):
+                return
+            except wire.WireError as e:
+                self._refuse(conn, str(e))
+                return
+            try:
+                req = parse(header, tensors, input_dim=self.service.input_dim, classes=self.service.classes)
+                self._admit(req)
+            except RequestError as e:
+                self._refuse(conn, str(e))
+                continue
+            if req.data != self.service.fingerprint:
+                self._send(conn, {"ok": False, "local": True,
+                                  "reason": "the notebook's data are not the grader's data set; it trains in the notebook"})
+                continue
+            try:
+                answer, how = self._wait(req)
+            except Exception as e:  # this connection's notebook trains locally; the service goes on
+                answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
+            if isinstance(answer, TrainAnswer):
+                self._send(conn, *answer.frame(served=how))
+            else:
+                self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
 
     def _admit(self, req) -> None:
         from reference.trainrequest import RequestError
