@@ -43,6 +43,7 @@ class Context:
     stop: threading.Event = field(default_factory=threading.Event)
     service_options: object | None = None
     service: object | None = None
+    keep_work: bool = False
 
 
 def resolve_data_dir(args) -> tuple[Path, str]:
@@ -130,8 +131,10 @@ def exec_reason(exec_result) -> str:
 
 
 def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
-    """Execute (unless --no-execute), collect, validate and score one submission."""
+    """Execute (unless --no-execute), collect, validate and score one submission; its work dir
+    goes once its answers are read, unless --keep-work."""
     from grader.assessment.score import score_answers
+    from grader.execution.execute import remove_workdir
 
     start = time.monotonic()
     exec_result, executed = None, None
@@ -140,16 +143,18 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
         files, problems = collect_answers(folder, ctx.spec, search=True)
     else:
         workdir = ctx.out / ".work" / sub.student
-        _remove(workdir)
+        remove_workdir(workdir)
         _remove(ctx.out / "executed" / f"{sub.student}.ipynb")
         workdir.mkdir(parents=True)
-        exec_result = _execute(sub, workdir, ctx, slot)
-        executed = _keep_executed(exec_result, ctx.out, sub.student)
-        files, problems = collect_answers(workdir, ctx.spec)
+        try:
+            exec_result = _execute(sub, workdir, ctx, slot)
+            executed = _keep_executed(exec_result, ctx.out, sub.student)
+            files, problems = collect_answers(workdir, ctx.spec)
+        finally:
+            if not ctx.keep_work:
+                remove_workdir(workdir)
     status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
     scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
-    if status == "graded" and not ctx.no_execute:
-        _remove(ctx.out / ".work" / sub.student)
     return _result(sub.student, status, reason, scored, content, executed,
                    time.monotonic() - start, problems)
 
