@@ -205,7 +205,7 @@ def _training_session(ctx: Context, student: str, slot: int):
     from grader.service.server import Quota
 
     uid = sb.uid_for_slot(slot) if ctx.sandbox and sb.privileged() else None
-    return ctx.service.session(student, Quota(ctx.limits.train_runs, ctx.limits.train_epochs), uid=uid)
+    return ctx.service.session(student, Quota.from_limits(ctx.limits), uid=uid)
 
 
 def _keep_executed(exec_result, out: Path, student: str) -> str | None:

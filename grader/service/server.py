@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.common.errors import UserError
+from grader.execution.limits import Limits
 
 MAX_CONNECTIONS = 4
+MIB = 1 << 20
 POLL_S = 0.5
 SEND_TIMEOUT_S = 60.0
 
@@ -42,8 +44,16 @@ class ServiceOptions:
 
 @dataclass(frozen=True)
 class Quota:
+    """One notebook's share of the service: runs, weighted epochs, seconds of training, memory per request."""
+
     runs: int
     epochs: int
+    seconds: float = Limits.train_seconds
+    memory_mb: int = Limits.train_memory_mb
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> "Quota":
+        return cls(limits.train_runs, limits.train_epochs, limits.train_seconds, limits.train_memory_mb)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class SessionStats:
     requests: int = 0
     runs: int = 0
     epochs: float = 0
+    seconds: float = 0.0
     served: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -231,6 +242,8 @@ class _Session:
                 answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
             if isinstance(answer, TrainAnswer):
                 self._send(conn, *answer.frame(served=how))
+            elif "error" in answer:
+                self._refuse(conn, answer["error"])
             else:
                 self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
 
@@ -238,8 +251,15 @@ class _Session:
         from reference.trainrequest import RequestError
 
         cost = epoch_cost(req)
+        need = self.service.batcher.request_bytes(req)
         with self.lock:
             st, q = self.stats, self.quota
+            if need > q.memory_mb * MIB:
+                raise RequestError(f"this run would take about {-(-need // MIB)} MiB in the training service (batch size "
+                                   f"{req.batch_size}, {req.hidden} hidden units), over the limit of {q.memory_mb} MiB "
+                                   "per request (--train-memory)")
+            if st.seconds >= q.seconds:
+                raise RequestError(self._time_used())
             if st.runs + 1 > q.runs:
                 raise RequestError(f"this submission has used its quota of {q.runs} training runs (--train-runs)")
             if st.epochs + cost > q.epochs:
@@ -250,12 +270,22 @@ class _Session:
             st.runs += 1
             st.epochs += cost
 
+    def _time_used(self) -> str:
+        return (f"this submission has used its {self.quota.seconds:g} s of training time in the training service "
+                "(--train-time)")
+
+    def charge(self, seconds: float) -> None:
+        """This session's share of an epoch the service just trained for it."""
+        with self.lock:
+            self.stats.seconds += seconds
+
     def _wait(self, req):
-        """The answer, or ({"local": ...}, how) once this session closed while its run still waited in the queue."""
+        """The answer, ({"local": ...}, how) once this session closed while its run still waited or trained,
+        or ({"error": ...}, how) once the session used up its training time."""
         batcher = self.service.batcher
         with self.lock:
             self.waiting += 1
-        fut, how, key = batcher.submit(req)
+        fut, how, key = batcher.submit(req, session=self)
         batcher.wake()
         released = False
         try:
@@ -264,9 +294,15 @@ class _Session:
                     answer = fut.result(timeout=POLL_S)
                     break
                 except concurrent.futures.TimeoutError:
-                    if self.closed and not released:
-                        batcher.release(key)
+                    if released:
+                        continue
+                    if self.closed:
+                        batcher.release(key, self)
                         released = True
+                    elif self.stats.seconds > self.quota.seconds:
+                        batcher.release(key, self)
+                        answer = {"error": self._time_used()}
+                        break
         finally:
             with self.lock:
                 self.waiting -= 1
