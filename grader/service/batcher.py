@@ -164,20 +164,31 @@ class Batcher:
             job = self._next_job()
             if job is None:
                 return
-            self._drop_abandoned(job)
-            if not job.keys_left():
-                self._finish(job, [])
-                continue
-            start = time.monotonic()
             try:
-                done = job.step()
-            except Exception as e:  # the service must keep serving; the notebooks train locally
-                self._finish(job, [{"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}] * len(job.keys),
-                             keep=False)
-                continue
-            self._charge(job, time.monotonic() - start)
-            if done:
-                self._finish(job, job.answers())
+                self._turn(job)
+            except Exception as e:  # the service must keep serving (and print no traceback); the notebooks train locally
+                failed = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}
+                for fut in job.futs:
+                    if not fut.done():
+                        fut.set_result(failed)
+                with self.cond:
+                    if job in self.jobs:
+                        self.jobs.remove(job)
+                    for key in job.keys:
+                        self.inflight.pop(key, None)
+                        self.waiters.pop(key, None)
+
+    def _turn(self, job: "_Job") -> None:
+        """One epoch of a job (after the runs nobody waits for left it); its answers when it is done."""
+        self._drop_abandoned(job)
+        if not job.keys_left():
+            self._finish(job, [])
+            return
+        start = time.monotonic()
+        done = job.step()
+        self._charge(job, time.monotonic() - start)
+        if done:
+            self._finish(job, job.answers())
 
     def _drop_abandoned(self, job: "_Job") -> None:
         with self.cond:
@@ -198,8 +209,8 @@ class Batcher:
             if charge is not None:
                 charge(seconds / len(sessions))
 
-    def _finish(self, job: "_Job", answers: list, keep: bool = True) -> None:
-        keep = keep and self.memo is not None
+    def _finish(self, job: "_Job", answers: list) -> None:
+        keep = self.memo is not None
         with self.cond:
             if job in self.jobs:
                 self.jobs.remove(job)

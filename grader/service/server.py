@@ -200,7 +200,12 @@ class _Session:
                     conn.close()
                     continue
                 self.conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), name=f"train-conn-{self.name}", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, args=(conn,), name=f"train-conn-{self.name}", daemon=True).start()
+            except RuntimeError:  # no thread to spare: this connection is refused, the session goes on
+                with self.lock:
+                    self.conns.discard(conn)
+                conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         from reference import wire
