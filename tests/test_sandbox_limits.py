@@ -215,6 +215,50 @@ def test_a_work_dir_deeper_than_the_recursion_limit_is_removed(tmp_path):
     assert remove_workdir(tmp_path / "w") and not (tmp_path / "w").exists()
 
 
+def _watched(tmp_path, code: str, **limits):
+    """A plain Python child (no sandbox) under a Watchdog; -> (verdict, peak usage, exit code)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+    dog = watchdog.Watchdog(proc.pid, tmp_path, **{"memory_bytes": None, "processes": None,
+                                                   "disk_bytes": 1 << 40, "disk_files": 1 << 30, **limits}).start()
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    return dog.stop(), dog.peak, code
+
+
+def test_the_watchdog_counts_threads_against_the_process_limit(tmp_path):
+    verdict, peak, code = _watched(tmp_path, "import threading, time\n"
+                                             "for _ in range(40):\n"
+                                             "    threading.Thread(target=time.sleep, args=(20,), daemon=True).start()\n"
+                                             "time.sleep(20)", processes=16)
+    assert verdict.status == "error" and "more than 16 processes and threads" in verdict.reason and code == -9
+
+
+def test_the_watchdog_counts_a_memfd_nobody_maps(tmp_path):
+    verdict, peak, code = _watched(tmp_path, "import os, time\n"
+                                             "fd = os.memfd_create('hoard')\n"
+                                             "for _ in range(12):\n"
+                                             "    os.write(fd, b'x' * (16 << 20))\n"
+                                             "time.sleep(20)", memory_bytes=120 * MB)
+    assert verdict.status == "memory" and code == -9 and peak.memory > 120 * MB
+
+
+def test_pages_shared_by_forks_count_once(tmp_path):
+    """Forked children share the parent's pages: summed RSS would pass the limit, the watchdog does not."""
+    verdict, peak, code = _watched(tmp_path, "import os, time\n"
+                                             "hoard = bytearray(60 << 20)\n"
+                                             "hoard[::4096] = b'x' * len(range(0, 60 << 20, 4096))\n"
+                                             "kids = [os.fork() for _ in range(3)]\n"
+                                             "time.sleep(3)\n"
+                                             "os._exit(0) if 0 in kids else [os.waitpid(k, 0) for k in kids if k]",
+                                  memory_bytes=200 * MB)
+    assert verdict is None and code == 0
+
+
 def test_this_host_has_no_delegated_cgroup_v2_subtree():
     """These machines mount cgroup v1 for their hosting: detection must say no (and writes nothing)."""
     assert cgroup.delegated() is None
