@@ -218,11 +218,11 @@ def sandbox_problem() -> str | None:
     for tool in ("prlimit",) + (("setpriv",) if privileged() else ()):
         if shutil.which(tool) is None:
             return f"{tool} (util-linux) is not installed; the sandbox needs it for its limits (or pass --no-sandbox)"
-    from grader.execution.seccomp import SeccompUnavailable, filter_program
+    from grader.execution.seccomp import SeccompUnavailable, filter_fd
 
     try:
-        filter_program()
-    except SeccompUnavailable as e:
+        seccomp = filter_fd()
+    except (SeccompUnavailable, OSError) as e:
         return f"the sandbox's seccomp filter cannot be built: {e} (or pass --no-sandbox)"
     probe = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--die-with-parent",
              "--new-session", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
@@ -232,11 +232,14 @@ def sandbox_problem() -> str | None:
         inner = drop_argv(UID_BASE) + inner
     else:
         probe += ["--unshare-user"]
+    probe += ["--seccomp", str(seccomp)]
     try:
         done = subprocess.run(probe + ["--", *inner, "true"], stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=30, env={"PATH": "/usr/bin:/bin"})
+                              timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=(seccomp,))
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bubblewrap (bwrap) does not work here ({e}); fix it or pass --no-sandbox"
+    finally:
+        os.close(seccomp)
     if done.returncode != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         return f"bubblewrap (bwrap) cannot make a sandbox here ({last}); fix it or pass --no-sandbox"
