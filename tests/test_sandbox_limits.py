@@ -289,3 +289,31 @@ def test_a_delegated_v2_subtree_is_detected_and_set_up_in_a_fake_tree(tmp_path):
     assert box.wrap(["bwrap", "x"])[-2:] == ["bwrap", "x"] and str(box.path) in box.wrap(["bwrap"])
     (box.path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     assert box.ran_out_of_memory() and not box.hit_process_limit()
+
+
+def test_without_the_seccomp_filter_the_sandbox_refuses_with_one_line(monkeypatch):
+    from grader.execution import seccomp
+
+    def missing():
+        raise seccomp.SeccompUnavailable("pyseccomp or libseccomp2 is missing (test)")
+
+    monkeypatch.setattr(seccomp, "filter_fd", missing)
+    sandbox.sandbox_problem.cache_clear()
+    try:
+        problem = sandbox.sandbox_problem()
+    finally:
+        sandbox.sandbox_problem.cache_clear()
+    assert problem.startswith("the sandbox's seccomp filter cannot be built: pyseccomp or libseccomp2 is missing")
+    assert "--no-sandbox" in problem and "\n" not in problem
+
+
+def test_the_filter_refuses_new_user_namespaces_and_sends_clone3_back_to_clone():
+    from grader.execution import seccomp
+
+    program = seccomp.filter_program()
+    assert len(program) % 8 == 0 and len(program) >= 8 * 8  # BPF instructions of 8 bytes each
+    fd = seccomp.filter_fd()
+    try:
+        assert os.read(fd, 1 << 16) == program
+    finally:
+        os.close(fd)
