@@ -307,7 +307,7 @@ def test_without_the_seccomp_filter_the_sandbox_refuses_with_one_line(monkeypatc
     assert "--no-sandbox" in problem and "\n" not in problem
 
 
-def test_the_filter_refuses_new_user_namespaces_and_sends_clone3_back_to_clone():
+def test_the_filter_fd_holds_the_whole_program_for_bwrap_to_read():
     from grader.execution import seccomp
 
     program = seccomp.filter_program()
