@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="submissions executed in parallel (default: 1)")
     grade.add_argument("--no-execute", action="store_true", help="score the JSON answer files as submitted, without running notebooks")
     grade.add_argument("--force", action="store_true", help="re-grade every submission, even unchanged finished ones")
+    grade.add_argument("--keep-work", action="store_true",
+                       help="keep each student's work dir in OUT/.work/ (default: removed as soon as the student is graded)")
     grade.add_argument("--hide-answers", action="store_true", help="feedback says right or wrong, never the expected value")
     grade.add_argument("--layout", choices=LAYOUTS, default="auto",
                        help="how SUBMISSIONS is organised: an LMS bulk download (zip or unpacked) or plain per-student folders (default: auto, detected)")

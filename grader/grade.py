@@ -60,7 +60,8 @@ def grade_command(args) -> int:
     threads = notebook_threads(jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
                   bool(getattr(args, "hide_answers", False)), threads,
-                  service_options=None if no_execute else _service_options(args, threads))
+                  service_options=None if no_execute else _service_options(args, threads),
+                  keep_work=bool(getattr(args, "keep_work", False)))
     options = {
         "labgrader_version": __version__, "spec_sha256": spec.sha256, "reference_sha256": ref.sha256,
         "no_execute": no_execute, "hide_answers": ctx.hide, "limits": limits.as_dict(),

@@ -369,66 +369,105 @@ def train_runs(data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int
     """
     if not runs:
         return []
-    s, n, chance = int(batch_size), len(data.x_train), 1.0 / data.output_dim
-    gens, drawn = zip(*(init_generator(r.seed, data.input_dim, hidden_dim, data.output_dim) for r in runs))
-    weights = list(init) if init is not None else list(drawn)
-    state = _Runs(weights, [r.lr for r in runs], [r.momentum for r in runs], data.device, data.dtype)
-    state.use_graphs = data.device.type == "cuda" and (graphs is None or graphs)
-    state.capture_stream = capture_stream
-    alive = list(range(len(runs)))
-    results = [RunResult(False, None, {"acc": [], "test_acc": [], "loss": [], "test_loss": []}) for _ in runs]
+    batch = EpochBatch(data, runs, batch_size, epochs, hidden_dim=hidden_dim, init=init, orders=orders,
+                       should_stop=should_stop, return_weights=return_weights, graphs=graphs,
+                       capture_stream=capture_stream)
+    while not batch.done:
+        batch.step()
+        if progress:
+            progress(len(runs) * (batch.epoch - batch.reported))
+            batch.reported = batch.epoch
+    return batch.results()
 
-    def shuffles(epoch: int) -> torch.Tensor:
+
+class EpochBatch:
+    """train_runs one epoch at a time, so a caller can interleave batches or let runs leave between
+    epochs (`drop`); stepping it to the end gives exactly train_runs' numbers.
+
+    The next epoch's orders are drawn on the CPU while the device still works on this one."""
+
+    def __init__(self, data: Data, runs: Sequence[RunSpec], batch_size: int, epochs: int, *, hidden_dim: int = 512,
+                 init: Sequence[tuple] | None = None,
+                 orders: Callable[[int], Sequence[torch.Tensor]] | None = None,
+                 should_stop: Callable[[], bool] | None = None, return_weights: bool = False,
+                 graphs: bool | None = None, capture_stream=None):
+        self.data, self.s, self.epochs, self.n = data, int(batch_size), epochs, len(data.x_train)
+        self.orders, self.should_stop, self.return_weights = orders, should_stop, return_weights
+        self.gens, drawn = zip(*(init_generator(r.seed, data.input_dim, hidden_dim, data.output_dim) for r in runs))
+        weights = list(init) if init is not None else list(drawn)
+        self.state = _Runs(weights, [r.lr for r in runs], [r.momentum for r in runs], data.device, data.dtype)
+        self.state.use_graphs = data.device.type == "cuda" and (graphs is None or graphs)
+        self.state.capture_stream = capture_stream
+        self.alive = list(range(len(runs)))
+        self.dropped: set[int] = set()
+        self.out = [RunResult(False, None, {"acc": [], "test_acc": [], "loss": [], "test_loss": []}) for _ in runs]
+        self.epoch = self.reported = 0
+        self.perms: torch.Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.epochs or not self.alive
+
+    def _shuffles(self, epoch: int) -> torch.Tensor:
         """The epoch's order of every run still alive, drawn on the CPU (the kit's generator semantics)."""
-        if orders is not None:
-            chosen = orders(epoch)
-            return torch.stack([torch.as_tensor(chosen[i]) for i in alive])
-        return torch.stack([torch.randperm(n, generator=gens[i]) for i in alive])
+        if self.orders is not None:
+            chosen = self.orders(epoch)
+            return torch.stack([torch.as_tensor(chosen[i]) for i in self.alive])
+        return torch.stack([torch.randperm(self.n, generator=self.gens[i]) for i in self.alive])
 
-    with torch.no_grad():
-        perms = shuffles(0)
-        for epoch in range(epochs):
-            trained = _epoch(state, data, perms.to(data.device), s, should_stop)
-            tested = state.evaluate(data.x_test, data.y_test)
-            upcoming = shuffles(epoch + 1) if epoch + 1 < epochs else None
+    def step(self) -> None:
+        """One epoch of every run still in the batch."""
+        data, n, epoch = self.data, self.n, self.epoch
+        with torch.no_grad():
+            perms = self.perms if self.perms is not None else self._shuffles(epoch)
+            trained = _epoch(self.state, data, perms.to(data.device), self.s, self.should_stop)
+            tested = self.state.evaluate(data.x_test, data.y_test)
+            self.perms = self._shuffles(epoch + 1) if epoch + 1 < self.epochs else None
             (loss, correct), (test_loss, test_correct) = totals(*trained), totals(*tested)
-            keep = []
-            for row, i in enumerate(alive):
-                h = results[i].history
-                if math.isfinite(loss[row]) and math.isfinite(test_loss[row]):
-                    h["loss"].append(loss[row] / n)
-                    h["acc"].append(correct[row] / n)
-                    h["test_loss"].append(test_loss[row] / len(data.x_test))
-                    h["test_acc"].append(test_correct[row] / len(data.x_test))
-                    keep.append(row)
-                else:
-                    results[i].diverged, results[i].diverged_epoch = True, epoch
-                    if return_weights:
-                        results[i].weights, results[i].momenta = state.weights(row), state.buffers(row)
-            if len(keep) < len(alive):
-                if keep:
-                    state.keep(keep)
-                    if upcoming is not None:
-                        upcoming = upcoming[keep]
-                alive = [alive[row] for row in keep]
-            perms = upcoming
-            if progress:
-                progress(len(runs))
-            if not alive:
-                if progress:
-                    progress(len(runs) * (epochs - epoch - 1))
-                break
-    for res in results:
-        h = res.history
-        while len(h["acc"]) < epochs:
-            h["acc"].append(chance)
-            h["test_acc"].append(chance)
-            h["loss"].append(None)
-            h["test_loss"].append(None)
-    if return_weights:
-        for row, i in enumerate(alive):
-            results[i].weights, results[i].momenta = state.weights(row), state.buffers(row)
-    return results
+        keep = []
+        for row, i in enumerate(self.alive):
+            h = self.out[i].history
+            if math.isfinite(loss[row]) and math.isfinite(test_loss[row]):
+                h["loss"].append(loss[row] / n)
+                h["acc"].append(correct[row] / n)
+                h["test_loss"].append(test_loss[row] / len(data.x_test))
+                h["test_acc"].append(test_correct[row] / len(data.x_test))
+                keep.append(row)
+            else:
+                self.out[i].diverged, self.out[i].diverged_epoch = True, epoch
+                if self.return_weights:
+                    self.out[i].weights, self.out[i].momenta = self.state.weights(row), self.state.buffers(row)
+        self._keep(keep)
+        self.epoch = epoch + 1 if self.alive else self.epochs
+
+    def drop(self, i: int) -> None:
+        """Run i leaves the batch before the next epoch (nobody wants its result any more)."""
+        if i in self.alive:
+            self.dropped.add(i)
+            self._keep([row for row, j in enumerate(self.alive) if j != i])
+
+    def _keep(self, rows: list[int]) -> None:
+        if len(rows) < len(self.alive):
+            if rows:
+                self.state.keep(rows)
+                if self.perms is not None:
+                    self.perms = self.perms[rows]
+            self.alive = [self.alive[row] for row in rows]
+
+    def results(self) -> list[RunResult]:
+        """One RunResult per run (a dropped run's history stops where it left)."""
+        chance = 1.0 / self.data.output_dim
+        for i, res in enumerate(self.out):
+            h = res.history
+            while i not in self.dropped and len(h["acc"]) < self.epochs:
+                h["acc"].append(chance)
+                h["test_acc"].append(chance)
+                h["loss"].append(None)
+                h["test_loss"].append(None)
+        if self.return_weights:
+            for row, i in enumerate(self.alive):
+                self.out[i].weights, self.out[i].momenta = self.state.weights(row), self.state.buffers(row)
+        return self.out
 
 
 def _epoch(state: _Runs, data: Data, perms: torch.Tensor, s: int, should_stop) -> tuple[torch.Tensor, torch.Tensor]:

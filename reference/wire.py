@@ -55,6 +55,8 @@ def read_frame(read, *, max_payload: int, max_header: int = MAX_HEADER) -> tuple
         header = json.loads(read(size).decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as e:
         raise WireError(f"the message header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise WireError("the message header nests too deeply to be a request") from None
     if not isinstance(header, dict):
         raise WireError("the message header must be a JSON object")
     specs = _tensor_specs(header.pop("tensors", []), max_payload)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up labgrader on a fresh machine (python3 and pip are all it needs):
-# bubblewrap for the sandbox, a virtualenv in .venv, torch, and the package with its test extra.
+# bubblewrap and libseccomp2 for the sandbox, a virtualenv in .venv, torch, and the package with its test extra.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,16 @@ if ! command -v bwrap >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
   else
     say "bubblewrap (bwrap) is missing; install it (Debian/Ubuntu: sudo apt-get install bubblewrap), or grade trusted notebooks with --no-sandbox"
+  fi
+fi
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing libseccomp2 (the sandbox's seccomp filter, through pyseccomp)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null
+  else
+    say "libseccomp2 is missing; install it (Debian/Ubuntu: sudo apt-get install libseccomp2), or grade trusted notebooks with --no-sandbox"
   fi
 fi
 

@@ -183,8 +183,13 @@ def fake_execute_module(calls: list) -> types.ModuleType:
         shutil.copy(nb_path, executed)
         return FakeExecResult(fake.get("status", "ok"), fake.get("reason", ""), fake.get("cell"), str(executed), 0.01)
 
+    def remove_workdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return not Path(path).exists()
+
     mod.prepare_workdir = prepare_workdir
     mod.execute_notebook = execute_notebook
+    mod.remove_workdir = remove_workdir
     return mod
 
 

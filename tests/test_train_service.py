@@ -349,6 +349,66 @@ def test_a_request_over_the_quota_is_an_error_naming_the_quota(service, syntheti
             lab_call(s.data, lr=0.04, epochs=1, batch_size=32)
 
 
+def test_a_short_run_is_served_while_another_sessions_long_run_is_in_the_service(service, synthetic_data, data,
+                                                                                  monkeypatch):
+    """The starvation case: one session's 2,000-epoch run holds another's 1-epoch run for one epoch at most,
+    and stops at its next epoch boundary once its notebook has ended."""
+    before = service.summary()
+    with served(service, synthetic_data, monkeypatch):
+        long_request = _lab_request(data, lr=0.011, batch_size=128)
+        long_request = ({**long_request[0], "epochs": 2000}, long_request[1])
+        short_request = _lab_request(data, lr=0.012, batch_size=128)
+        short_request = ({**short_request[0], "epochs": 1}, short_request[1])
+        with service.session("attacker", Quota(runs=5, epochs=5000)) as pa:
+            attacker = threading.Thread(target=_ask_quietly, args=(long_request, pa))
+            attacker.start()
+            assert _soon(lambda: service.batcher.jobs and service.batcher.jobs[0].epoch + _batch_epoch(service) >= 1, 30)
+            with service.session("victim", QUOTA) as pv:
+                start = time.monotonic()
+                answer, _ = kit_remote.exchange(*short_request, hidden=512, input_dim=784, path=pv)
+                waited = time.monotonic() - start
+            long_job = service.batcher.jobs[0] if service.batcher.jobs else None
+            assert answer["ok"] and len(answer["history"]["acc"]) == 1
+            assert long_job is not None and len(long_job.reqs) == 1 and long_job.reqs[0].epochs == 2000
+            assert long_job.epoch < 2000, "the attacker's run had already finished: no starvation was tested"
+        attacker.join(10)
+        assert _soon(lambda: not service.batcher.jobs and not service.batcher.inflight, 10)
+    after = service.summary()
+    assert after["abandoned"] == before["abandoned"] + 1 and after["trained"] == before["trained"] + 1
+    print(f"victim answered after {waited:.2f} s while the attacker's run was at epoch {long_job.epoch} of 2000")
+
+
+def _batch_epoch(service) -> int:
+    job = service.batcher.jobs[0] if service.batcher.jobs else None
+    return job.batch.epoch if job is not None and job.batch is not None else 0
+
+
+def test_a_session_past_its_training_time_gets_an_error_and_its_run_stops(service, synthetic_data, monkeypatch):
+    before = service.summary()
+    with served(service, synthetic_data, monkeypatch, quota=Quota(runs=5, epochs=5000, seconds=0.5)) as s:
+        with pytest.raises(kit_remote.TrainingServiceError, match=r"used its 0.5 s of training time.*--train-time"):
+            lab_call(s.data, lr=0.013, epochs=2000)
+        assert _soon(lambda: not service.batcher.jobs, 10)
+        with pytest.raises(kit_remote.TrainingServiceError, match="--train-time"):
+            lab_call(s.data, lr=0.014, epochs=1)
+    after = service.summary()
+    assert after["abandoned"] == before["abandoned"] + 1 and after["trained"] == before["trained"]
+
+
+def test_a_request_over_the_memory_bound_is_refused_before_training(service, synthetic_data, monkeypatch):
+    before = service.summary()
+    with served(service, synthetic_data, monkeypatch, quota=Quota(runs=5, epochs=500, memory_mb=16)) as s:
+        with pytest.raises(kit_remote.TrainingServiceError, match=r"about \d+ MiB in the training service \(batch size "
+                                                                  r"128, 512 hidden units\), over the limit of 16 MiB"):
+            lab_call(s.data, lr=0.015, epochs=1)
+        torch.manual_seed(0)
+        small = kit.build_mlp(784, 10, hidden_dim=8)
+        H = lab_call(s.data, lr=0.015, epochs=1, model=small)[0]
+    assert len(H["acc"]) == 1
+    after = service.summary()
+    assert after["trained"] == before["trained"] + 1 and after["refused"] == before["refused"] + 1
+
+
 def test_garbage_and_oversized_frames_get_their_reason_and_the_service_keeps_serving(
         service, synthetic_data, monkeypatch):
     with served(service, synthetic_data, monkeypatch) as s:
@@ -364,6 +424,22 @@ def test_garbage_and_oversized_frames_get_their_reason_and_the_service_keeps_ser
         assert answer["ok"] is False and answer["local"] and "not the grader's data set" in answer["reason"]
         H = lab_call(s.data, lr=0.06)[0]
     assert len(H["acc"]) == EPOCHS and service.summary()["refused"] >= 2
+
+
+def test_a_header_nesting_60000_levels_is_refused_without_a_traceback(service, synthetic_data, monkeypatch, capfd):
+    body = b"[" * 60000 + b"]" * 60000
+    with pytest.raises(wire.WireError, match="nests too deeply"):
+        wire.read_frame(wire.bytes_reader(wire.MAGIC + struct.pack(">I", len(body)) + body), max_payload=0,
+                        max_header=1 << 20)
+    body = b"[" * 32000 + b"]" * 32000
+    with served(service, synthetic_data, monkeypatch) as s:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(s.path)
+            c.sendall(wire.MAGIC + struct.pack(">I", len(body)) + body)
+            header, _ = wire.read_frame(wire.socket_reader(c), max_payload=0)
+        assert header["ok"] is False and "nests too deeply" in header["error"]
+        assert len(lab_call(s.data, lr=0.061, epochs=1)[0]["acc"]) == 1
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def _closed(c: socket.socket) -> bool:

@@ -144,3 +144,40 @@ def test_a_notebook_attacking_the_socket_fails_in_its_own_cell_and_the_others_ar
     service = json.loads((tmp_path / "out" / "results.json").read_text())["train_service"]
     assert service["refused"] == 3 and service["trained"] == 3
     assert len(list(memo.glob("*/*.lgts"))) == 3
+
+
+LONG_RUN = '''model = build_mlp(784, 10, hidden_dim=512)
+optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+H = train(loss=torch.nn.CrossEntropyLoss(), model=model, x_train=x_train, y_train=y_train, x_test=x_test,
+          y_test=y_test, optim=optimizer, batch_size=128, n_epochs=2000)'''
+SHORT_RUN = '''import time
+time.sleep(4)  # the attacker's run is in the service first
+model = build_mlp(784, 10, hidden_dim=512)
+optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+H = train(loss=torch.nn.CrossEntropyLoss(), model=model, x_train=x_train, y_train=y_train, x_test=x_test,
+          y_test=y_test, optim=optimizer, batch_size=128, n_epochs=1)
+json.dump({"a": "0.03", "b": "yes, it underfits", "c": 256, "d": ""}, open("7b_ex1.json", "w"))'''
+
+
+def test_the_victim_is_graded_while_the_attackers_long_run_is_in_the_service(synthetic_data, tmp_path):
+    """One notebook's single 2,000-epoch train() call (within its quota) cannot make another's 1-epoch call
+    wait: the victim is graded in its own time, and the attacker's run stops once its notebook is stopped."""
+    subs = tmp_path / "class"
+    notebook(subs / "attacker", SETUP, LONG_RUN)
+    notebook(subs / "victim", SETUP, SHORT_RUN)
+    out = tmp_path / "out"
+    code, summary = grade(str(subs), "--out", str(out), "-j", "2", "--data-dir", str(synthetic_data),
+                          "--train-cache", str(tmp_path / "memo"), "--timeout", "90", "--cell-timeout", "90")
+    assert code == 0
+    got = {s["student"]: s for s in summary["students"]}
+    assert got["victim"]["status"] == "graded", got["victim"]["reason"]
+    assert got["attacker"]["status"] == "timeout" and "cell 2" in got["attacker"]["reason"]
+    results = json.loads((out / "results.json").read_text())
+    took = {s["student"]: s["duration_s"] for s in results["students"]}
+    assert took["victim"] < took["attacker"]
+    nb = nbformat.read(out / "executed" / "victim.ipynb", as_version=4)
+    err = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr")
+    assert "1 epoch(s) trained by labgrader's training service" in err
+    service = results["train_service"]
+    print(f"victim graded in {took['victim']:.1f} s, attacker stopped after {took['attacker']:.1f} s; service: {service}")
+    assert service["abandoned"] >= 1 and service["trained"] == 1

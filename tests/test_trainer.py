@@ -182,3 +182,20 @@ def test_uint8_pixels_are_scaled_like_the_kit_and_get_a_bias_column():
     data = trainer.prepare_data(x, torch.tensor([1]), x, torch.tensor([1]))
     assert data.x_train.tolist() == [[0.0, 1.0, pytest.approx(0.2), 1.0]] and data.input_dim == 3
     assert data.x_train.dtype == torch.float32
+
+
+def test_a_batch_stepped_an_epoch_at_a_time_with_a_run_leaving_gives_the_others_their_own_numbers(one_thread):
+    data = trainer.prepare_data(*random_set(300, 60))
+    runs = [RunSpec(0.05, 0.9, 1), RunSpec(0.1, 0.9, 2), RunSpec(0.02, 0.5, 3)]
+    whole = trainer.train_runs(data, runs, 32, 3, hidden_dim=64, return_weights=True)
+    batch = trainer.EpochBatch(data, runs, 32, 3, hidden_dim=64, return_weights=True)
+    batch.step()
+    batch.drop(1)
+    while not batch.done:
+        batch.step()
+    stepped = batch.results()
+    assert batch.epoch == 3 and len(stepped[1].history["acc"]) == 1
+    for i in (0, 2):
+        assert stepped[i].history == whole[i].history
+        for a, b in zip(stepped[i].weights + stepped[i].momenta, whole[i].weights + whole[i].momenta):
+            assert torch.equal(a, b)

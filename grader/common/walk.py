@@ -41,7 +41,9 @@ def walk(top: str | os.PathLike):
 
 
 def remove_tree(path: str | os.PathLike) -> None:
-    """rm -rf without recursion and without following links; missing is fine, other errors raise OSError."""
+    """rm -rf without recursion, without following links and without long paths: each folder is
+    opened relative to its parent, so a chain past PATH_MAX goes too. Missing is fine; other errors
+    raise OSError."""
     path = os.fspath(path)
     try:
         st = os.lstat(path)
@@ -50,19 +52,36 @@ def remove_tree(path: str | os.PathLike) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
-    folders, stack = [], [path]
-    while stack:
-        here = stack.pop()
-        _writable(here)
-        folders.append(here)
-        with os.scandir(here) as entries:
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
+    _writable(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    names: list[str] = []
+    try:
+        while True:
+            with os.scandir(fd) as it:
+                entries = list(it)
+            sub = None
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    sub = sub or entry.name
                 else:
-                    os.unlink(e.path)
-    for here in reversed(folders):
-        os.rmdir(here)
+                    os.unlink(entry.name, dir_fd=fd)
+            if sub is not None:
+                _writable(sub, fd)
+                child = os.open(sub, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                names.append(sub)
+                continue
+            if not names:
+                break
+            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
 
 
 def rglob_files(top: str | os.PathLike, suffix: str) -> list[Path]:
@@ -76,11 +95,11 @@ def rglob_files(top: str | os.PathLike, suffix: str) -> list[Path]:
     return found
 
 
-def _writable(folder: str) -> None:
+def _writable(folder: str, dir_fd: int | None = None) -> None:
     """A folder its owner made read-only (chmod 000) must still be emptied."""
     try:
-        mode = os.lstat(folder).st_mode
+        mode = os.lstat(folder, dir_fd=dir_fd).st_mode
         if mode & 0o700 != 0o700:
-            os.chmod(folder, mode | 0o700)
+            os.chmod(folder, mode | 0o700, dir_fd=dir_fd)
     except OSError:
         pass

@@ -25,8 +25,11 @@ from grader.execution import sandbox as sb
 from grader.common.atomic import write_json_atomic
 from grader.common.errors import UserError
 from grader.common.walk import remove_tree, rglob_files, walk
+from grader.execution.cgroup import SandboxCgroup, delegated
 from grader.execution.limits import Limits
 from grader.execution.runner import one_line
+from grader.execution.seccomp import filter_fd
+from grader.execution.watchdog import Verdict, Watchdog
 
 STATUSES = ("ok", "error", "timeout", "memory", "died")
 ANSWERS_ASIDE = "submitted-answers"
@@ -37,6 +40,7 @@ STATUS_MAX_BYTES = 1 << 16
 LOG_TAIL_BYTES = 1 << 14
 DEFAULT_THREADS = 2
 EXECUTED = "executed.ipynb"
+SANDBOX_TASKS = 2  # bwrap and its init in the pid namespace: the grader's, not the notebook's
 
 
 @dataclass(frozen=True)
@@ -161,36 +165,85 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
            "limits": limits.as_dict()}
     write_json_atomic(state / "job.json", job)
 
-    if sandbox:
-        if sb.privileged():
-            _chown_tree(workdir, sb.uid_for_slot(slot))
-        env = sb.runner_env(home=sb.WORKDIR, data=sb.DATADIR if data_dir is not None else None,
-                            threads=threads, seed=seed, train_socket=sb.TRAIN_SOCKET if train_socket else None)
-        argv = sb.bwrap_argv(workdir=workdir, data_dir=Path(data_dir) if data_dir is not None else None,
-                             limits=limits, slot=slot, command=sb.runner_argv(sb.WORKDIR / sb.STATE / "job.json"),
-                             train_socket=train_socket)
-    else:
-        (state / "tmp").mkdir()
-        env = sb.runner_env(home=workdir, data=Path(data_dir).resolve() if data_dir is not None else None,
-                            threads=threads, seed=seed, tmp=state / "tmp", train_socket=train_socket)
-        argv = sb.direct_argv(limits, sb.runner_argv(state / "job.json"))
+    group = _sandbox_cgroup(limits, slot) if sandbox else None
+    fds: tuple[int, ...] = ()
+    try:
+        if sandbox:
+            if sb.privileged():
+                _chown_tree(workdir, sb.uid_for_slot(slot))
+            fds = (filter_fd(),)
+            env = sb.runner_env(home=sb.WORKDIR, data=sb.DATADIR if data_dir is not None else None,
+                                threads=threads, seed=seed, train_socket=sb.TRAIN_SOCKET if train_socket else None)
+            argv = sb.bwrap_argv(workdir=workdir, data_dir=Path(data_dir) if data_dir is not None else None,
+                                 limits=limits, slot=slot, command=sb.runner_argv(sb.WORKDIR / sb.STATE / "job.json"),
+                                 train_socket=train_socket, seccomp_fd=fds[0])
+            if group is not None:
+                argv = group.wrap(argv)
+        else:
+            (state / "tmp").mkdir()
+            env = sb.runner_env(home=workdir, data=Path(data_dir).resolve() if data_dir is not None else None,
+                                threads=threads, seed=seed, tmp=state / "tmp", train_socket=train_socket)
+            argv = sb.direct_argv(limits, sb.runner_argv(state / "job.json"))
 
-    start = time.monotonic()
-    returncode, killed, log = _run(argv, env, workdir, limits.timeout + HOST_GRACE_S, group_kill=not sandbox, stop=stop)
-    duration = round(time.monotonic() - start, 3)
-    if killed and sandbox and sb.privileged():
+        def watch(pid: int) -> Watchdog:
+            return Watchdog(pid, workdir, memory_bytes=None if group else limits.memory_mb * sb.MIB,
+                            processes=None if group else limits.processes + (SANDBOX_TASKS if sandbox else 0),
+                            disk_bytes=limits.disk_mb * sb.MIB, disk_files=limits.disk_files,
+                            tmpfs=str(sb.WORKDIR) if sandbox else None)
+
+        start = time.monotonic()
+        returncode, killed, log, verdict = _run(argv, env, workdir, limits.timeout + HOST_GRACE_S, group_kill=not sandbox,
+                                                stop=stop, pass_fds=fds, watch=watch)
+        duration = round(time.monotonic() - start, 3)
+        if group is not None and verdict is None and group.ran_out_of_memory():
+            verdict = Verdict("memory", f"the notebook's processes together used more than {limits.memory_mb} MiB of "
+                                        "memory (--memory)")
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if group is not None:
+            group.close()
+    if (killed or verdict) and sandbox and sb.privileged():
         _await_uid_gone(sb.uid_for_slot(slot))
-    return _interpret(_read_status(workdir), workdir, limits, returncode, killed, log, duration)
+    status = _read_status(workdir)
+    if verdict is not None and not killed:
+        cell, where = _where(status)
+        return ExecResult(verdict.status, one_line(f"{verdict.reason}; stopped in {where}"), cell, None, duration)
+    return _interpret(status, workdir, limits, returncode, killed, log, duration)
+
+
+def _sandbox_cgroup(limits: Limits, slot: int) -> SandboxCgroup | None:
+    """This sandbox's own cgroup where the host delegates a v2 subtree (never on a v1 host)."""
+    base = delegated()
+    if base is None:
+        return None
+    try:
+        return SandboxCgroup(base, slot, memory_bytes=limits.memory_mb * sb.MIB, processes=limits.processes)
+    except OSError as e:
+        raise UserError(f"cannot make a cgroup for the sandbox in the delegated {base} ({e.strerror or e})") from None
+
+
+def _where(status: dict | None) -> tuple[int | None, str]:
+    """The failing cell's number from the runner's status file and how messages name it
+    (`cell 4 «first line»`, else `cell 4`, else `the notebook`)."""
+    cell = status.get("cell") if status else None
+    if not (isinstance(cell, int) and not isinstance(cell, bool) and cell > 0):
+        return None, "the notebook"
+    label = status.get("cell_label")
+    return cell, one_line(label, 80) if isinstance(label, str) and label.startswith(f"cell {cell} ") else f"cell {cell}"
 
 
 class ExecutionStopped(Exception):
     """The grader asked a running notebook to stop (Ctrl-C): its result must not be kept."""
 
 
-def _run(argv, env, cwd, wall_s, *, group_kill: bool, stop: threading.Event | None = None) -> tuple[int | None, bool, str]:
-    """Run to the end, to wall_s or to `stop`; -> (return code, killed for time, tail of its output)."""
+def _run(argv, env, cwd, wall_s, *, group_kill: bool, stop: threading.Event | None = None, pass_fds=(),
+         watch=None) -> tuple[int | None, bool, str, Verdict | None]:
+    """Run to the end, to wall_s, to `stop` or to a limit the watchdog made by watch(pid) finds passed;
+    -> (return code, killed for time, tail of its output, the watchdog's verdict)."""
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
+    dog = watch(proc.pid).start() if watch is not None else None
     tail: collections.deque[bytes] = collections.deque()
     reader = threading.Thread(target=_drain, args=(proc.stdout, tail), daemon=True)
     reader.start()
@@ -214,8 +267,9 @@ def _run(argv, env, cwd, wall_s, *, group_kill: bool, stop: threading.Event | No
         _stop(proc, group_kill)
         raise
     finally:
+        verdict = dog.stop() if dog is not None else None
         reader.join(timeout=5)
-    return proc.returncode, killed, b"".join(tail).decode(errors="replace")
+    return proc.returncode, killed, b"".join(tail).decode(errors="replace"), verdict
 
 
 def _drain(stream, tail: collections.deque) -> None:
@@ -313,12 +367,7 @@ def _read_status(workdir: Path) -> dict | None:
 
 def _interpret(status: dict | None, workdir: Path, limits: Limits, returncode, killed: bool, log: str,
                duration: float) -> ExecResult:
-    cell = status.get("cell") if status else None
-    cell = cell if isinstance(cell, int) and not isinstance(cell, bool) and cell > 0 else None
-    label = status.get("cell_label") if status else None
-    where = "the notebook"
-    if cell:
-        where = one_line(label, 80) if isinstance(label, str) and label.startswith(f"cell {cell} ") else f"cell {cell}"
+    cell, where = _where(status)
     if killed:
         return ExecResult("timeout", f"the notebook ran longer than {limits.timeout:g} s (stopped in {where})",
                           cell, _executed(status, workdir), duration)
@@ -374,6 +423,16 @@ def _chown_tree(root: Path, uid: int) -> None:
     for dirpath, dirnames, filenames in walk(root):
         for name in dirnames + filenames:
             os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+def remove_workdir(path: Path) -> bool:
+    """Delete a work dir however deep or wide the notebook made it; -> False when something could
+    not be removed (the caller goes on: a left-over work dir never costs a student's result)."""
+    try:
+        remove_tree(path)
+    except OSError:
+        return False
+    return True
 
 
 def _remove(path: Path) -> None:

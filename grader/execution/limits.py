@@ -17,14 +17,22 @@ def _opt(default, help: str, flag: str | None = None, metavar: str | None = None
 class Limits:
     timeout: float = _opt(900.0, "wall-clock seconds for the whole notebook", "--timeout", "S")
     cell_timeout: float = _opt(600.0, "wall-clock seconds for one cell", "--cell-timeout", "S")
-    memory_mb: int = _opt(4096, "address-space limit of the kernel in MiB (RLIMIT_AS)", "--memory", "MB")
+    memory_mb: int = _opt(4096, "memory of all the notebook's processes together, its /tmp included, in MiB "
+                          "(each process's address space, RLIMIT_AS, too)", "--memory", "MB")
     processes: int = _opt(256, "processes and threads the notebook may run at once", "--processes", "N")
     file_size_mb: int = _opt(256, "largest file the notebook may write, in MiB", "--file-size", "MB")
+    disk_mb: int = _opt(1024, "bytes the notebook may keep in its work dir, in MiB (the disk cap)", "--disk", "MB")
+    disk_files: int = _opt(20000, "files and folders the notebook may keep in its work dir (the disk cap)",
+                           "--disk-files", "N")
     output_kb: int = _opt(1024, "captured output kept per cell, in KiB (the rest is cut)", "--output-cap", "KB")
     cpu_seconds: int = _opt(3600, "CPU seconds for the kernel (RLIMIT_CPU)", "--cpu-time", "S")
     train_runs: int = _opt(200, "training runs one notebook may ask the training service for", "--train-runs", "N")
     train_epochs: int = _opt(2000, "epochs, summed over its runs, one notebook may ask the training service for; "
                              "a batch below 128 or a layer over 512 units counts proportionally more", "--train-epochs", "N")
+    train_seconds: float = _opt(600.0, "seconds of training one notebook may take in the training service",
+                                "--train-time", "S")
+    train_memory_mb: int = _opt(1024, "memory one training request may take in the training service, in MiB "
+                                "(checked before training)", "--train-memory", "MB")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

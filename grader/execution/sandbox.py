@@ -162,7 +162,7 @@ class _Binds:
 
 
 def bwrap_argv(*, workdir: Path, data_dir: Path | None, limits: Limits, slot: int, command: list[str],
-               bwrap: str = "bwrap", train_socket: Path | None = None) -> list[str]:
+               bwrap: str = "bwrap", train_socket: Path | None = None, seccomp_fd: int | None = None) -> list[str]:
     """The full command: bwrap [namespaces, mounts] -- setpriv [uid] prlimit [limits] -- COMMAND.
 
     train_socket: the host end of this notebook's training-service session, shown at TRAIN_SOCKET
@@ -199,6 +199,8 @@ def bwrap_argv(*, workdir: Path, data_dir: Path | None, limits: Limits, slot: in
 
     argv = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "labgrader", *b.args, "--chdir", str(WORKDIR)]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     inner = rlimit_argv(limits)
     if privileged():
         argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -222,6 +224,12 @@ def sandbox_problem() -> str | None:
     for tool in ("prlimit",) + (("setpriv",) if privileged() else ()):
         if shutil.which(tool) is None:
             return f"{tool} (util-linux) is not installed; the sandbox needs it for its limits (or pass --no-sandbox)"
+    from grader.execution.seccomp import SeccompUnavailable, filter_fd
+
+    try:
+        seccomp = filter_fd()
+    except (SeccompUnavailable, OSError) as e:
+        return f"the sandbox's seccomp filter cannot be built: {e} (or pass --no-sandbox)"
     probe = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--die-with-parent",
              "--new-session", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     inner = ["prlimit", "--nproc=16", "--"]
@@ -230,11 +238,14 @@ def sandbox_problem() -> str | None:
         inner = drop_argv(UID_BASE) + inner
     else:
         probe += ["--unshare-user"]
+    probe += ["--seccomp", str(seccomp)]
     try:
         done = subprocess.run(probe + ["--", *inner, "true"], stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=30, env={"PATH": "/usr/bin:/bin"})
+                              timeout=30, env={"PATH": "/usr/bin:/bin"}, pass_fds=(seccomp,))
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bubblewrap (bwrap) does not work here ({e}); fix it or pass --no-sandbox"
+    finally:
+        os.close(seccomp)
     if done.returncode != 0:
         last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         return f"bubblewrap (bwrap) cannot make a sandbox here ({last}); fix it or pass --no-sandbox"

@@ -73,6 +73,7 @@ class Context:
     stop: threading.Event = field(default_factory=threading.Event)
     service_options: object | None = None
     service: object | None = None
+    keep_work: bool = False
 
 
 def resolve_data_dir(args) -> tuple[Path, str]:
@@ -162,8 +163,10 @@ def exec_reason(exec_result) -> str:
 
 
 def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
-    """Execute (unless --no-execute), collect, validate and score one submission."""
+    """Execute (unless --no-execute), collect, validate and score one submission; its work dir
+    goes once its answers are read, unless --keep-work."""
     from grader.assessment.score import score_answers
+    from grader.execution.execute import remove_workdir
 
     start = time.monotonic()
     exec_result, executed = None, None
@@ -175,19 +178,21 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
     else:
         workdir = ctx.out / ".work" / stem
         with stage("copying the submission"):
-            _remove(workdir)
+            remove_workdir(workdir)
             _remove(ctx.out / "executed" / f"{stem}.ipynb")
             workdir.mkdir(parents=True)
-        exec_result = _execute(sub, workdir, ctx, slot)
-        with stage("collecting the executed notebook"):
-            executed = _keep_executed(exec_result, ctx.out, stem)
-        with stage("collecting answer files"):
-            files, problems = collect_answers(workdir, ctx.spec)
+        try:
+            exec_result = _execute(sub, workdir, ctx, slot)
+            with stage("collecting the executed notebook"):
+                executed = _keep_executed(exec_result, ctx.out, stem)
+            with stage("collecting answer files"):
+                files, problems = collect_answers(workdir, ctx.spec)
+        finally:
+            if not ctx.keep_work:
+                remove_workdir(workdir)
     with stage("scoring"):
         status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
         scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
-    if status == "graded" and not ctx.no_execute:
-        _remove(ctx.out / ".work" / stem)
     return _result(sub.student, status, reason, scored, content, executed,
                    time.monotonic() - start, problems)
 
@@ -260,7 +265,7 @@ def _training_session(ctx: Context, student: str, slot: int):
     from grader.service.server import Quota
 
     uid = sb.uid_for_slot(slot) if ctx.sandbox and sb.privileged() else None
-    return ctx.service.session(student, Quota(ctx.limits.train_runs, ctx.limits.train_epochs), uid=uid)
+    return ctx.service.session(student, Quota.from_limits(ctx.limits), uid=uid)
 
 
 def _keep_executed(exec_result, out: Path, stem: str) -> str | None:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.common.errors import UserError
+from grader.execution.limits import Limits
 
 MAX_CONNECTIONS = 4
+MIB = 1 << 20
 POLL_S = 0.5
 SEND_TIMEOUT_S = 60.0
 
@@ -42,8 +44,16 @@ class ServiceOptions:
 
 @dataclass(frozen=True)
 class Quota:
+    """One notebook's share of the service: runs, weighted epochs, seconds of training, memory per request."""
+
     runs: int
     epochs: int
+    seconds: float = Limits.train_seconds
+    memory_mb: int = Limits.train_memory_mb
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> "Quota":
+        return cls(limits.train_runs, limits.train_epochs, limits.train_seconds, limits.train_memory_mb)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class SessionStats:
     requests: int = 0
     runs: int = 0
     epochs: float = 0
+    seconds: float = 0.0
     served: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -189,51 +200,71 @@ class _Session:
                     conn.close()
                     continue
                 self.conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), name=f"train-conn-{self.name}", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, args=(conn,), name=f"train-conn-{self.name}", daemon=True).start()
+            except RuntimeError:  # no thread to spare: this connection is refused, the session goes on
+                with self.lock:
+                    self.conns.discard(conn)
+                conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         from reference import wire
-        from reference.trainrequest import MAX_PAYLOAD, RequestError, TrainAnswer, parse
 
-        read = wire.socket_reader(conn)
         try:
-            while True:
-                try:
-                    header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD)
-                except (EOFError, OSError):
-                    return
-                except wire.WireError as e:
-                    self._refuse(conn, str(e))
-                    return
-                try:
-                    req = parse(header, tensors, input_dim=self.service.input_dim, classes=self.service.classes)
-                    self._admit(req)
-                except RequestError as e:
-                    self._refuse(conn, str(e))
-                    continue
-                if req.data != self.service.fingerprint:
-                    self._send(conn, {"ok": False, "local": True,
-                                      "reason": "the notebook's data are not the grader's data set; it trains in the notebook"})
-                    continue
-                try:
-                    answer, how = self._wait(req)
-                except Exception as e:  # this connection's notebook trains locally; the service goes on
-                    answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
-                if isinstance(answer, TrainAnswer):
-                    self._send(conn, *answer.frame(served=how))
-                else:
-                    self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
+            self._requests(conn, wire.socket_reader(conn))
+        except Exception as e:  # never a traceback on the grader's stderr; this connection ends with a reason
+            self._refuse(conn, f"the training service could not handle this request ({type(e).__name__})")
         finally:
             with self.lock:
                 self.conns.discard(conn)
             conn.close()
 
+    def _requests(self, conn: socket.socket, read) -> None:
+        from reference import wire
+        from reference.trainrequest import MAX_PAYLOAD, RequestError, TrainAnswer, parse
+
+        while True:
+            try:
+                header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD)
+            except (EOFError, OSError):
+                return
+            except wire.WireError as e:
+                self._refuse(conn, str(e))
+                return
+            try:
+                req = parse(header, tensors, input_dim=self.service.input_dim, classes=self.service.classes)
+                self._admit(req)
+            except RequestError as e:
+                self._refuse(conn, str(e))
+                continue
+            if req.data != self.service.fingerprint:
+                self._send(conn, {"ok": False, "local": True,
+                                  "reason": "the notebook's data are not the grader's data set; it trains in the notebook"})
+                continue
+            try:
+                answer, how = self._wait(req)
+            except Exception as e:  # this connection's notebook trains locally; the service goes on
+                answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
+            if isinstance(answer, TrainAnswer):
+                self._send(conn, *answer.frame(served=how))
+            elif "error" in answer:
+                self._refuse(conn, answer["error"])
+            else:
+                self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
+
     def _admit(self, req) -> None:
         from reference.trainrequest import RequestError
 
         cost = epoch_cost(req)
+        need = self.service.batcher.request_bytes(req)
         with self.lock:
             st, q = self.stats, self.quota
+            if need > q.memory_mb * MIB:
+                raise RequestError(f"this run would take about {-(-need // MIB)} MiB in the training service (batch size "
+                                   f"{req.batch_size}, {req.hidden} hidden units), over the limit of {q.memory_mb} MiB "
+                                   "per request (--train-memory)")
+            if st.seconds >= q.seconds:
+                raise RequestError(self._time_used())
             if st.runs + 1 > q.runs:
                 raise RequestError(f"this submission has used its quota of {q.runs} training runs (--train-runs)")
             if st.epochs + cost > q.epochs:
@@ -244,10 +275,20 @@ class _Session:
             st.runs += 1
             st.epochs += cost
 
+    def _time_used(self) -> str:
+        return (f"this submission has used its {self.quota.seconds:g} s of training time in the training service "
+                "(--train-time)")
+
+    def charge(self, seconds: float) -> None:
+        """This session's share of an epoch the service just trained for it."""
+        with self.lock:
+            self.stats.seconds += seconds
+
     def _wait(self, req):
-        """The answer, or ({"local": ...}, how) once this session closed while its run still waited in the queue."""
+        """The answer, ({"local": ...}, how) once this session closed while its run still waited or trained,
+        or ({"error": ...}, how) once the session used up its training time."""
         batcher = self.service.batcher
-        fut, how, key = batcher.submit(req)
+        fut, how, key = batcher.submit(req, session=self)
         with self.lock:  # only once the request is pending: the batcher must not see every session waiting before it is
             self.waiting += 1
         batcher.wake()
@@ -258,9 +299,15 @@ class _Session:
                     answer = fut.result(timeout=POLL_S)
                     break
                 except concurrent.futures.TimeoutError:
-                    if self.closed and not released:
-                        batcher.release(key)
+                    if released:
+                        continue
+                    if self.closed:
+                        batcher.release(key, self)
                         released = True
+                    elif self.stats.seconds > self.quota.seconds:
+                        batcher.release(key, self)
+                        answer = {"error": self._time_used()}
+                        break
         finally:
             with self.lock:
                 self.waiting -= 1
