@@ -151,7 +151,7 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
     if status == "graded" and not ctx.no_execute:
         _remove(ctx.out / ".work" / sub.student)
     return _result(sub.student, status, reason, scored, content, executed,
-                   time.monotonic() - start, problems)
+                   time.monotonic() - start, problems, stored_answers(files))
 
 
 def failed_result(sub: Submission, ctx: Context, reason: str, content: str, duration: float) -> dict:
@@ -160,10 +160,22 @@ def failed_result(sub: Submission, ctx: Context, reason: str, content: str, dura
 
     files = {name: "the submission could not be processed" for name in ctx.spec.answer_files}
     return _result(sub.student, "error", one_line(reason, 300), score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide),
-                   content, None, duration, [])
+                   content, None, duration, [], stored_answers(files))
 
 
-def _result(student, status, reason, scored, content, executed, duration, problems) -> dict:
+def stored_answers(files: dict) -> dict:
+    """The answer files as plain JSON (answers as given, or why a file is unusable), kept in the store
+    so a change of the spec or reference re-scores them without executing the notebook again."""
+    out = {}
+    for name, entry in files.items():
+        if isinstance(entry, dict):
+            out[name] = {k: a.raw for k, a in entry.items() if a.raw is not None}
+        else:
+            out[name] = entry
+    return out
+
+
+def _result(student, status, reason, scored, content, executed, duration, problems, answer_files) -> dict:
     return {
         "student": student,
         "status": status,
@@ -176,6 +188,7 @@ def _result(student, status, reason, scored, content, executed, duration, proble
         "executed": executed,
         "duration_s": round(max(0.0, duration), 3),
         "errors": [one_line(p, 300) for p in problems],
+        "answer_files": answer_files,
     }
 
 
