@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -89,7 +90,7 @@ async def decide(request):
     state = request.app.state.review
     q = _question(state, request.path_params["qid"])
     form = await form_of(request)
-    key = form.get("group", "")
+    key = unquote(str(form.get("group", "")))
     try:
         state.decide(q.id, key, form.get("version", ""), items=form.getlist("items"),
                      points=_points(form.get("points")), comment=str(form.get("comment", ""))[:4000])
@@ -104,7 +105,7 @@ async def split(request):
     state = request.app.state.review
     q = _question(state, request.path_params["qid"])
     form = await form_of(request)
-    student = form.get("student", "")
+    student = unquote(str(form.get("student", "")))
     try:
         state.split(q.id, student, form.get("version", ""))
     except Stale as e:
@@ -158,12 +159,24 @@ def render_notebook(path: Path) -> str:
 
     try:
         nb = nbformat.read(str(path), as_version=4)
-        html, _ = HTMLExporter(template_name="classic").from_notebook_node(nb)
+        dirs = _template_dirs()
+        exporter = HTMLExporter(template_name="classic", extra_template_basedirs=dirs, extra_template_paths=dirs)
+        html, _ = exporter.from_notebook_node(nb)
     except Exception as e:  # a broken notebook is shown as one line, never a traceback
         from html import escape
 
         return f"<p>cannot render this notebook: {escape(type(e).__name__)}</p>"
     return html
+
+
+def _template_dirs() -> list[str]:
+    """nbconvert's templates where an interpreter's venv cannot see them (a venv over system site-packages)."""
+    import sys
+
+    import nbconvert
+
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(nbconvert.__file__).resolve().parents[4]}
+    return [str(d) for d in (r / "share" / "jupyter" / "nbconvert" / "templates" for r in roots) if d.is_dir()]
 
 
 async def publish(request):
