@@ -111,7 +111,7 @@ def _with_headers(send, scope):
             headers += [
                 (b"content-security-policy", (FRAME_CSP if framed else CSP).encode()),
                 (b"x-content-type-options", b"nosniff"),
-                (b"referrer-policy", b"no-referrer"),
+                (b"referrer-policy", b"same-origin"),
                 (b"cache-control", b"no-store"),
                 (b"x-frame-options", b"SAMEORIGIN" if framed else b"DENY"),
                 (b"cross-origin-opener-policy", b"same-origin"),
