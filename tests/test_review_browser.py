@@ -245,8 +245,8 @@ def test_decide_everything_publish_and_export_without_executing(browser, serve, 
                 group.locator("button[type=submit]", has_text="Save").click()
             decisions += 1
     page.goto(server.base + "/")
-    with page.expect_navigation():
-        page.locator("form.publish button").click()
+    with page.expect_navigation(timeout=300_000):
+        page.locator("form.publish button").click(timeout=300_000)
     assert "nothing was executed" in page.inner_text("main")
     context.close()
     rows = {r["student"]: r for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
