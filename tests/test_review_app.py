@@ -206,3 +206,21 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         busy.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("labgrader: port ") and "is busy" in err[-1]
+
+
+def test_loopback_is_the_default_and_another_host_is_warned(tmp_path, capsys, monkeypatch):
+    from grader.review import command
+
+    assert command.is_loopback("127.0.0.1") and command.is_loopback("localhost") and command.is_loopback("::1")
+    assert not command.is_loopback("0.0.0.0") and not command.is_loopback("example.org")
+    out = small_class(tmp_path / "out", hostile=False)
+    served = []
+    monkeypatch.setattr(command, "serve", lambda app, sock: served.append(sock.getsockname()) or sock.close())
+    assert main(["review", str(out), "--no-browser", "--host", "0.0.0.0"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: serving on 0.0.0.0, not loopback" in captured.err
+    assert captured.out.startswith("http://0.0.0.0:") and "?token=" in captured.out
+    assert main(["review", str(out), "--no-browser"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and captured.out.startswith("http://127.0.0.1:")
+    assert served[1][0] == "127.0.0.1"

@@ -19,11 +19,11 @@ def review_command(args) -> int:
         print(f"labgrader: {line}", file=sys.stderr, flush=True)
 
     host = args.host or "127.0.0.1"
-    if not is_loopback(host):
-        say(f"warning: serving on {host}, not loopback: anyone who can reach it and learns the token can change grades")
     state = load_state(args.out, spec_path=getattr(args, "spec", None), reference_path=getattr(args, "reference", None),
                        reset=bool(getattr(args, "reset", False)), say=say)
     settle()
+    if not is_loopback(host):
+        say(f"warning: serving on {host}, not loopback: anyone who can reach it and learns the token can change grades")
     sock = bind(host, int(args.port))
     port = sock.getsockname()[1]
     guard = Guard()

@@ -39,8 +39,12 @@ class Guard:
     def allow(self, host: str, port: int) -> None:
         """Answer to host:port, and to the loopback names when bound to loopback."""
         names = {host}
-        if host in ("127.0.0.1", "localhost", "::1"):
+        if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
             names |= {"127.0.0.1", "localhost", "[::1]"}
+        if host in ("0.0.0.0", "::"):
+            import socket
+
+            names |= {socket.gethostname(), socket.getfqdn()}
         self.hosts |= {f"{n}:{port}" for n in names} | ({f"[{host}]:{port}"} if ":" in host else set())
 
     def url(self, host: str, port: int, path: str = "/") -> str:

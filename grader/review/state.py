@@ -129,23 +129,17 @@ class ReviewState:
                 "comment": entry.get("comment", ""), "part": entry.get("part", ""), "students": len(entry["students"])}
 
     def overrides(self) -> list[Override]:
-        out = []
-        for s in self.order:
-            for q in self.questions:
-                entry = self.decision(q.id, s)
-                if entry is not None:
-                    out.append(Override(s, q.id, self.points_of(q, entry), self.comment_of(q, entry), 0,
-                                        "reason" if q.kind == "yesno" else ""))
-        return out
+        return [o for s in self.order for o in self.overrides_for(s)]
 
     def result(self, student: str) -> dict:
         """The student's result as it stands: re-scored, with this review's decisions applied."""
         if student not in self.current:
-            mine = [o for o in self.overrides_for(student)]
+            mine = self.overrides_for(student)
             self.current[student] = apply_overrides(self.base[student], mine, self.spec) if mine else self.base[student]
         return self.current[student]
 
     def overrides_for(self, student: str) -> list[Override]:
+        """The overrides this review's decisions make for one student (what overrides.csv holds)."""
         out = []
         for q in self.questions:
             entry = self.decision(q.id, student)
