@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
     review.add_argument("--reset", action="store_true", help="move OUT/review/decisions.jsonl aside and start the review over")
     review.add_argument("--reference", metavar="REF", help="reference artifact (default: the one results.json names)")
-    _add_spec(review)
+    review.add_argument("--spec", metavar="TOML", help="assignment spec to re-score with (default: the one results.json names)")
     review.set_defaults(func=_handler("grader.review.command:review_command"))
 
     # gradescope autograder mode
