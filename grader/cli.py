@@ -161,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(export)
     export.set_defaults(func=_handler("grader.lms.export:export_command"))
 
+    # review
+    review = sub.add_parser("review", help="a local web app to grade the answers flagged for review, by answer group",
+                            description="Serve a web app over a graded OUT/: answers to each reviewed question grouped "
+                                        "(identical, then similar); one decision per group, written to OUT/review/decisions.jsonl "
+                                        "and OUT/overrides.csv; Publish rebuilds grades, feedback and summary without executing.")
+    review.add_argument("out", metavar="OUT", help="the output folder of `labgrader grade`")
+    review.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    review.add_argument("--port", type=int, default=0, help="port (default: 0, any free port)")
+    review.add_argument("--no-browser", action="store_true", help="print the URL only; do not open a browser")
+    review.add_argument("--reset", action="store_true", help="move OUT/review/decisions.jsonl aside and start the review over")
+    review.add_argument("--reference", metavar="REF", help="reference artifact (default: the one results.json names)")
+    review.add_argument("--spec", metavar="TOML", help="assignment spec to re-score with (default: the one results.json names)")
+    review.set_defaults(func=_handler("grader.review.command:review_command"))
+
     # gradescope autograder mode
     gs = sub.add_parser("gradescope", help="run as a Gradescope autograder, or build its upload bundle",
                         description="Grade /autograder/submission into /autograder/results/results.json, as Gradescope runs an autograder.")

@@ -20,6 +20,7 @@ from grader import __version__
 from grader.common.errors import UserError
 from grader.execution.limits import limits_from_args, notebook_threads
 from grader.assessment.reference_io import reference_for
+from grader.assessment.rescore import rescore
 from grader.grading.executor import Executor
 from grader.grading.pipeline import STATUSES, Context, SetupError, StageError, failed_result, resolve_data_dir, stage
 from grader.grading.submissions import Submission, discover, submissions_root
@@ -62,11 +63,7 @@ def grade_command(args) -> int:
                   bool(getattr(args, "hide_answers", False)), threads,
                   service_options=None if no_execute else _service_options(args, threads),
                   keep_work=bool(getattr(args, "keep_work", False)))
-    options = {
-        "labgrader_version": __version__, "spec_sha256": spec.sha256, "reference_sha256": ref.sha256,
-        "no_execute": no_execute, "hide_answers": ctx.hide, "limits": limits.as_dict(),
-        "sandbox": ctx.sandbox, "data_dir": str(data_dir) if data_dir else None,
-    }
+    options = execution_options(spec, no_execute, limits, ctx.sandbox, data_dir)
     options_key = options_sha256(options)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +71,7 @@ def grade_command(args) -> int:
         raise UserError(f"{out}: cannot create the output folder: {e.strerror or e}")
     store = Store(out)
     header = {
-        "assignment": spec.assignment_id, "title": spec.title, "spec_sha256": spec.sha256,
+        "assignment": spec.assignment_id, "title": spec.title, "spec_sha256": spec.sha256, "spec": str(spec.path),
         "reference": ref.summary(), "labgrader_version": __version__, "max": spec.max_points,
         "options": {"no_execute": no_execute, "hide_answers": ctx.hide, "sandbox": ctx.sandbox, "jobs": jobs, "executor": executor,
                     "data_dir": options["data_dir"], "limits": limits.as_dict()},
@@ -92,7 +89,7 @@ def grade_command(args) -> int:
             continue
         fresh = None if getattr(args, "force", False) else store.fresh(sub.student, content, options_key)
         if fresh is not None:
-            results[sub.student] = fresh
+            results[sub.student] = rescore(fresh, spec, ref, hide=ctx.hide)
         else:
             todo.append((sub, content))
     if results:
@@ -171,6 +168,16 @@ def grade_command(args) -> int:
         report.write_class_report(out, final, spec, ref)
     _print_summary(args, out, final, ref, len(todo), len(subs) - len(todo))
     return 0
+
+
+def execution_options(spec, no_execute: bool, limits, sandbox: bool, data_dir) -> dict:
+    """What shapes a notebook's execution, hashed into the store's key. Scoring (the spec's rules and
+    rubric, the reference, --hide-answers) is not in it: stored answers are re-scored instead."""
+    return {
+        "labgrader_version": __version__, "answer_files": list(spec.answer_files), "preamble": list(spec.preamble),
+        "no_execute": no_execute, "limits": limits.as_dict(), "sandbox": sandbox,
+        "data_dir": str(data_dir) if data_dir else None,
+    }
 
 
 def _service_options(args, threads: int):

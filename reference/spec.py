@@ -63,6 +63,15 @@ class Rubric:
 
 
 @dataclass(frozen=True)
+class RubricItem:
+    """One thing a reviewer can tick for an answer; its points count toward the reviewed part."""
+
+    id: str
+    text: str
+    points: float
+
+
+@dataclass(frozen=True)
 class Question:
     id: str
     file: str
@@ -76,6 +85,15 @@ class Question:
     truth: str | None = None
     answer_points: float = 0.0
     rubric: Rubric | None = None
+    items: tuple[RubricItem, ...] = ()
+
+    @property
+    def review_points(self) -> float:
+        """The points review decides: a yes/no question's reason, a free-text question's whole."""
+        return self.points - self.answer_points if self.kind == "yesno" else self.points
+
+    def item(self, item_id: str) -> RubricItem | None:
+        return next((i for i in self.items if i.id == item_id), None)
 
 
 @dataclass(frozen=True)
@@ -97,6 +115,8 @@ class Spec:
     near_fraction: float
     snap: str
     questions: tuple[Question, ...] = field(default=())
+    group_threshold: float = 0.6
+    copy_threshold: float = 0.9
 
     def configs(self) -> list[Config]:
         """Every grid point of every sweep, each once, in sweep order."""
@@ -173,7 +193,7 @@ def _sweep(name: str, t: dict) -> Sweep:
 def _question(i: int, t: dict, sweeps: dict[str, Sweep], files: tuple[str, ...]) -> Question:
     where = f"questions[{i}]"
     _only(t, {"id", "file", "key", "kind", "points", "prompt", "sweep", "sweeps", "metric", "truth",
-              "answer_points", "rubric"}, where)
+              "answer_points", "rubric", "rubric_items"}, where)
     qid = _need(t, "id", str, where)
     where = f"questions.{qid}"
     file = _need(t, "file", str, where)
@@ -219,7 +239,32 @@ def _question(i: int, t: dict, sweeps: dict[str, Sweep], files: tuple[str, ...])
         q["rubric"] = Rubric(tuple(k.lower() for k in kws),
                              int(_need(r, "min_keywords", int, f"{where}.rubric")),
                              int(_need(r, "min_length", int, f"{where}.rubric")))
+        q["items"] = _items(t.get("rubric_items", []), points - q.get("answer_points", 0.0), f"{where}.rubric_items")
+    elif "rubric_items" in t:
+        raise UserError(f"spec: {where}.rubric_items: only yes/no and free-text questions are reviewed")
     return Question(**q)
+
+
+def _items(raw, most: float, where: str) -> tuple[RubricItem, ...]:
+    """Rubric items for review: each {id, text, points}; ids unique, points within what review decides."""
+    if not isinstance(raw, list):
+        raise UserError(f"spec: {where}: expected a list of {{id, text, points}} tables")
+    items = []
+    for i, t in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(t, dict):
+            raise UserError(f"spec: {at}: expected a table with id, text, points")
+        _only(t, {"id", "text", "points"}, at)
+        item_id = _need(t, "id", str, at)
+        if not item_id or not all(c.isalnum() or c in "-_" for c in item_id):
+            raise UserError(f"spec: {at}.id: {item_id!r} must be letters, digits, - or _")
+        pts = _need(t, "points", (int, float), at)
+        if not math.isfinite(pts) or not -most <= pts <= most:
+            raise UserError(f"spec: {at}.points: must be between -{most:g} and {most:g}")
+        items.append(RubricItem(item_id, _need(t, "text", str, at), float(pts)))
+    if len({i.id for i in items}) != len(items):
+        raise UserError(f"spec: {where}: repeated id")
+    return tuple(items)
 
 
 def load_spec(path: str | Path | None = None) -> Spec:
@@ -233,7 +278,7 @@ def load_spec(path: str | Path | None = None) -> Spec:
         t = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"spec: {path.name} is not valid TOML: {e}")
-    _only(t, {"assignment", "model", "training", "sweeps", "scoring", "questions"}, "top level")
+    _only(t, {"assignment", "model", "training", "sweeps", "scoring", "questions", "similarity"}, "top level")
     a = _need(t, "assignment", dict, "top level")
     _only(a, {"id", "title", "answer_files", "preamble"}, "assignment")
     m = _need(t, "model", dict, "top level")
@@ -260,6 +305,16 @@ def load_spec(path: str | Path | None = None) -> Spec:
     near = _need(sc, "near_fraction", (int, float), "scoring")
     if not 0 <= near <= 1:
         raise UserError("spec: scoring.near_fraction: must be between 0 and 1")
+    sim = t.get("similarity", {})
+    if not isinstance(sim, dict):
+        raise UserError("spec: similarity: expected a table")
+    _only(sim, {"group", "copy"}, "similarity")
+    thresholds = {}
+    for key in ("group", "copy"):
+        v = sim.get(key, {"group": 0.6, "copy": 0.9}[key])
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise UserError(f"spec: similarity.{key}: must be a number in (0, 1], got {v!r}")
+        thresholds[f"{key}_threshold"] = float(v)
     questions = tuple(_question(i, q, sweeps, files) for i, q in enumerate(_need(t, "questions", list, "top level")))
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
@@ -282,6 +337,7 @@ def load_spec(path: str | Path | None = None) -> Spec:
         near_fraction=float(near),
         snap=snap,
         questions=questions,
+        **thresholds,
         **dims,
     )
 

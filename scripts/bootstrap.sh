@@ -29,6 +29,16 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
   fi
 fi
 
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium (the browser tests of labgrader review drive it through Playwright)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    say "chromium is missing; the browser tests need it (Debian/Ubuntu: sudo apt-get install chromium)"
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV (it sees the system's packages, so an installed torch is reused)"
   "$PY" -m venv --system-site-packages "$VENV"

@@ -1,6 +1,6 @@
 import pytest
 
-from grader.assessment.similarity import jaccard, shingles, similar_pairs, words
+from grader.assessment.similarity import cosine_matrix, group_answers, normalise, similar_pairs, words
 
 TEXT = ("A larger learning rate takes bigger steps along the gradient, so each update moves the weights "
         "further, and a smaller batch gives more updates per epoch with noise that helps escape saddle points.")
@@ -11,13 +11,36 @@ def _result(student, **answers):
     return {"student": student, "questions": {qids[k]: {"answer": v} for k, v in answers.items()}}
 
 
-def test_words_and_jaccard_are_the_documented_measure():
+def test_words_and_normalise_fold_case_space_punctuation_and_yesno():
     assert words("Yes, the Loss—went DOWN!", drop_yesno=True) == ["the", "loss", "went", "down"]
     assert words("Yes, the loss", drop_yesno=False)[0] == "yes"
-    a, b = shingles(words("a b c d e")), shingles(words("a b c d f"))
-    assert a == {("a", "b", "c"), ("b", "c", "d"), ("c", "d", "e")}
-    assert jaccard(a, b) == pytest.approx(2 / 4)
-    assert jaccard(frozenset(), frozenset()) == 0.0
+    assert normalise("  Bigger   STEPS, more updates!! ") == normalise("bigger steps more updates")
+
+
+def test_cosine_is_one_for_the_same_text_and_low_for_another_idea():
+    other = "Dropout randomly removes units while batch normalization uses noisy minibatch statistics."
+    typo = TEXT.replace("gradient", "gradiant").replace("weights", "wieghts")
+    sims = cosine_matrix([normalise(TEXT), normalise(typo), normalise(other)])
+    assert sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert sims[0, 1] > 0.9 > 0.3 > sims[0, 2]
+    assert cosine_matrix([]).shape == (0, 0) and cosine_matrix(["", " "]).max() == 0
+
+
+def test_groups_identical_first_then_similar_largest_first_without_chaining():
+    para = "Bigger learning rates take bigger steps so the weights move further each update."
+    answers = [("c", TEXT), ("a", TEXT.upper() + "!!"), ("b", TEXT.replace("gradient", "gradiant")),
+               ("d", para), ("e", para.lower()), ("f", "i dont know"), ("g", "")]
+    groups = group_answers(answers, threshold=0.6)
+    assert [g.members for g in groups] == [("a", "c", "b"), ("d", "e"), ("f",), ("g",)]
+    assert groups[0].score[:2] == (1.0, 1.0) and 0.6 <= groups[0].score[2] < 1.0
+    assert not groups[0].identical and groups[1].identical
+    exact = group_answers(answers, threshold=1.01)
+    assert [g.members for g in exact] == [("a", "c"), ("d", "e"), ("b",), ("f",), ("g",)]
+
+
+def test_yes_no_groups_compare_the_reasons():
+    groups = group_answers([("a", "Yes, overfitting"), ("b", "no. Overfitting")], drop_yesno=True)
+    assert [g.members for g in groups] == [("a", "b")]
 
 
 def test_identical_texts_are_flagged(sp):
@@ -35,9 +58,8 @@ def test_case_punctuation_and_spacing_do_not_hide_a_copy(sp):
 
 def test_near_identical_text_is_flagged_with_its_score(sp):
     edited = TEXT.replace("saddle points.", "saddle points and plateaus.")
-    a, b = shingles(words(TEXT)), shingles(words(edited))
-    expect = round(len(a & b) / len(a | b), 3)
-    assert 0.8 <= expect < 1.0
+    expect = round(float(cosine_matrix([normalise(TEXT), normalise(edited)])[0, 1]), 3)
+    assert sp.copy_threshold <= expect < 1.0
     pairs = similar_pairs([_result("a", d=TEXT), _result("b", d=edited)], sp)
     assert [(p.question, p.score) for p in pairs] == [("ex1.d", expect)]
 

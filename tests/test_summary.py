@@ -82,7 +82,7 @@ def test_review_queue_and_similar_pairs(summary):
     assert summary["review"][0]["questions"] == ["ex1.b", "ex1.d", "ex2.c", "ex2.d"]
     pairs = {(p["student_a"], p["student_b"], p["question"]) for p in summary["similar"]}
     assert pairs == {("ann", "eve", q) for q in ("ex1.b", "ex1.d", "ex2.c", "ex2.d")}
-    assert summary["similarity"]["threshold"] == 0.8
+    assert summary["similarity"]["threshold"] == 0.9 and "TF-IDF" in summary["similarity"]["measure"]
 
 
 def test_overrides_show_up_in_the_summary(sp, ref, results):

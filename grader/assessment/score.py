@@ -203,7 +203,10 @@ def _score_yesno(q, value, raw, ref_q, hide) -> dict:
     if reason_points_max > 0:
         sentences.append(_reason_sentence(value.reason, hits, long_enough, enough, q.rubric, hide,
                                           reason_points_max if reason_ok else 0.0, reason_points_max))
-    return _result(q, points, verdict, raw, ref_q, hide, True, " ".join(sentences))
+    result = _result(q, points, verdict, raw, ref_q, hide, True, " ".join(sentences))
+    result["parts"] = {"answer": _round(q.answer_points if answer_ok else 0.0),
+                       "reason": _round(reason_points_max if reason_ok else 0.0)}
+    return result
 
 
 def _reason_sentence(reason, hits, long_enough, enough, rubric, hide, got, out_of) -> str:

@@ -194,7 +194,7 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
         status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
         scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
     return _result(sub.student, status, reason, scored, content, executed,
-                   time.monotonic() - start, problems)
+                   time.monotonic() - start, problems, stored_answers(files))
 
 
 def grade_or_fail(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
@@ -221,10 +221,23 @@ def failed_result(sub: Submission | str, ctx: Context, reason: str, content: str
         scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
     except Exception:
         scored = {"total": 0.0, "max": float(ctx.spec.max_points), "questions": {}, "review": False}
-    return _result(student, "error", one_line(display(reason), 300), scored, content, None, duration, [])
+    return _result(student, "error", one_line(display(reason), 300), scored, content, None, duration, [],
+                   stored_answers(files))
 
 
-def _result(student, status, reason, scored, content, executed, duration, problems) -> dict:
+def stored_answers(files: dict) -> dict:
+    """The answer files as plain JSON (answers as given, or why a file is unusable), kept in the store
+    so a change of the spec or reference re-scores them without executing the notebook again."""
+    out = {}
+    for name, entry in files.items():
+        if isinstance(entry, dict):
+            out[name] = {k: a.raw for k, a in entry.items() if a.raw is not None}
+        else:
+            out[name] = entry
+    return out
+
+
+def _result(student, status, reason, scored, content, executed, duration, problems, answer_files) -> dict:
     raw = exact_hex(student)
     return {
         "student": display(student),
@@ -240,6 +253,7 @@ def _result(student, status, reason, scored, content, executed, duration, proble
         "executed": executed,
         "duration_s": round(max(0.0, duration), 3),
         "errors": [display(one_line(p, 300)) for p in problems],
+        "answer_files": answer_files,
     }
 
 

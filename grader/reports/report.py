@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from grader.common.atomic import write_json_atomic, write_text_atomic
+from grader.assessment.rescore import public
 from grader.assessment.score import VERDICT_WORDS
 from grader.common.csvcell import LINE_END, cell
 from grader.common.names import display, result_stem, terminal
@@ -41,7 +42,7 @@ def gradebook_csv(results: list[dict], spec) -> str:
 
 
 def results_document(header: dict, results: list[dict]) -> dict:
-    return {"format": RESULTS_FORMAT, **header, "students": results}
+    return {"format": RESULTS_FORMAT, **header, "students": [public(r) for r in results]}
 
 
 def feedback_markdown(result: dict, spec, hidden: bool) -> str:

@@ -13,18 +13,19 @@ from typing import Any, Iterable
 
 from grader.reports.htmlkit import esc, img, new_figure, num, page, png_data_uri
 from grader.reports.refcurves import grid_of, in_set, question_ref, same, student_choice
-from grader.assessment.similarity import MEASURE, MIN_WORDS, THRESHOLD, similar_pairs
+from grader.assessment.similarity import MEASURE, MIN_WORDS, copy_threshold, similar_pairs
 
 VERDICTS = ("right", "partly", "wrong", "review", "missing")
 MAX_BINS = 20
 
 
-def class_summary(results: Iterable[dict], spec, reference, *, similarity_threshold: float = THRESHOLD,
+def class_summary(results: Iterable[dict], spec, reference, *, similarity_threshold: float | None = None,
                   similarity_min_words: int = MIN_WORDS) -> dict:
     """Numbers for the whole class. Scores count every submission (failed ones with their total,
     normally 0); per-question numbers count the submissions that have that question scored."""
     results = sorted(results, key=lambda r: str(r.get("student", "")))
     top = float(spec.max_points)
+    similarity_threshold = copy_threshold(spec) if similarity_threshold is None else similarity_threshold
     return {
         "assignment": spec.assignment_id,
         "title": spec.title,

@@ -1,0 +1,180 @@
+"""The review's data: the decision log (fsync'd, torn and damaged lines), groups, version checks, overrides, publish."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from grader.assessment.overrides import load_overrides
+from grader.common.errors import UserError
+from grader.review.decisions import open_log
+from grader.review.fabricate import graded_out
+from grader.review.state import Invalid, Stale, load_state, publish
+from review_fixtures import answers, ex1d_class, small_class
+from reference.spec import DEFAULT_SPEC
+
+
+@pytest.fixture
+def out(tmp_path):
+    return small_class(tmp_path / "out", hostile=False)
+
+
+def test_groups_identical_then_similar_largest_first(out):
+    state = load_state(out)
+    assert state.groups["ex1.d"][0] == ("ann", "bob", "cid", "dan")
+    assert sorted(state.flagged("ex1.d")) == ["ann", "bob", "cid", "dan", "eve", "fay"]
+    view = state.group_views("ex1.d")[0]
+    assert view.score[:3] == [1.0, 1.0, 1.0] and 0.6 <= view.score[3] < 1 and not view.identical
+
+
+def test_one_decision_covers_the_group_and_is_on_disk_before_it_returns(out):
+    state = load_state(out)
+    group = state.groups["ex1.d"][0]
+    entry = state.decide("ex1.d", group[0], state.version("ex1.d", group), items=["steps", "noise"], points=None,
+                         comment="good")
+    lines = (out / "review" / "decisions.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1]) == entry and entry["students"] == list(group)
+    rows = list(csv.DictReader(io.StringIO((out / "overrides.csv").read_text())))
+    assert [(r["student"], r["question"], r["points"]) for r in rows] == [(s, "ex1.d", "2") for s in group]
+    assert all(state.result(s)["questions"]["ex1.d"]["points"] == 2.0 for s in group)
+    again = load_state(out)
+    assert [again.decision("ex1.d", s)["seq"] for s in group] == [entry["seq"]] * 4
+
+
+def test_a_stale_version_is_refused_with_the_current_value(out):
+    state = load_state(out)
+    group = state.groups["ex1.d"][0]
+    old = state.version("ex1.d", group)
+    state.decide("ex1.d", group[0], old, items=[], points=1.5, comment="first")
+    with pytest.raises(Stale) as e:
+        state.decide("ex1.d", group[0], old, items=[], points=0.0, comment="second")
+    assert e.value.current["decision"]["points"] == 1.5 and e.value.current["decision"]["comment"] == "first"
+    assert len(state.log.entries) == 1
+
+
+def test_split_takes_a_member_out_and_its_own_decision_wins(out):
+    state = load_state(out)
+    group = state.groups["ex1.d"][0]
+    state.decide("ex1.d", group[0], state.version("ex1.d", group), items=["steps"], points=None, comment="")
+    state.split("ex1.d", "dan", state.version("ex1.d", group))
+    assert ("dan",) in state.groups["ex1.d"] and state.groups["ex1.d"][0] == ("ann", "bob", "cid")
+    state.decide("ex1.d", "dan", state.version("ex1.d", ("dan",)), items=[], points=0.5, comment="typos")
+    again = load_state(out)
+    assert again.groups["ex1.d"][0] == ("ann", "bob", "cid") and ("dan",) in again.groups["ex1.d"]
+    assert again.result("dan")["questions"]["ex1.d"]["points"] == 0.5
+    assert again.result("ann")["questions"]["ex1.d"]["points"] == 1.0
+    assert again.group_views("ex1.d")[0].decision is not None
+
+
+def test_bad_decisions_are_refused(out):
+    state = load_state(out)
+    key, version = state.groups["ex1.d"][0][0], state.version("ex1.d", state.groups["ex1.d"][0])
+    for kwargs, message in [(dict(items=["nope"], points=None), "no rubric item"),
+                            (dict(items=[], points=2.5), "between 0 and 2"),
+                            (dict(items=[], points=None), "choose rubric items")]:
+        with pytest.raises(Invalid, match=message):
+            state.decide("ex1.d", key, version, comment="", **kwargs)
+    with pytest.raises(Invalid, match="no reviewed question"):
+        state.decide("ex1.a", key, version, items=[], points=1, comment="")
+
+
+def test_a_yes_no_decision_sets_the_reason_and_keeps_the_automatic_point(out, tmp_path):
+    state = load_state(out)
+    fay = state.base["fay"]["questions"]["ex1.b"]
+    auto = fay["parts"]["answer"]
+    group = next(g for g in state.groups["ex1.b"] if "fay" in g)
+    state.decide("ex1.b", group[0], state.version("ex1.b", group), items=["gap"], points=None, comment="")
+    assert state.result("fay")["questions"]["ex1.b"]["points"] == auto + 0.5
+    text = (out / "overrides.csv").read_text()
+    assert text.splitlines()[0] == "student,question,points,comment,part" and ",reason" in text
+    read = load_overrides(out / "overrides.csv", state.order, state.spec)
+    assert {(o.student, o.part, o.points) for o in read} >= {("fay", "reason", 0.5)}
+
+
+def test_changing_an_items_points_in_the_spec_rescores_decisions(out, tmp_path):
+    state = load_state(out)
+    group = state.groups["ex1.d"][0]
+    state.decide("ex1.d", group[0], state.version("ex1.d", group), items=["steps"], points=None, comment="")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(DEFAULT_SPEC.read_text().replace(
+        '{ id = "steps", text = "bigger or more frequent weight updates per epoch", points = 1 }',
+        '{ id = "steps", text = "bigger or more frequent weight updates per epoch", points = 1.5 }'))
+    again = load_state(out, spec_path=spec)
+    assert again.result("ann")["questions"]["ex1.d"]["points"] == 1.5
+
+
+def test_torn_last_line_is_ignored_reported_and_cut(out):
+    state = load_state(out)
+    group = state.groups["ex1.d"][0]
+    state.decide("ex1.d", group[0], state.version("ex1.d", group), items=["steps"], points=None, comment="")
+    path = out / "review" / "decisions.jsonl"
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"v":1,"seq":2,"time":"x","kind":"dec')
+    notes = []
+    again = load_state(out, say=notes.append)
+    assert len(again.log.entries) == 1 and "torn last line" in notes[0] and "decisions.jsonl:2" in notes[0]
+    assert path.read_bytes() == good
+    g2 = again.groups["ex1.d"][1]
+    again.decide("ex1.d", g2[0], again.version("ex1.d", g2), items=[], points=0, comment="")
+    assert [json.loads(x)["seq"] for x in path.read_text().splitlines()] == [1, 2]
+
+
+def test_a_damaged_middle_line_is_named_and_reset_moves_the_log_aside(out):
+    path = out / "review" / "decisions.jsonl"
+    state = load_state(out)
+    for g in state.groups["ex1.d"][:2]:
+        state.decide("ex1.d", g[0], state.version("ex1.d", g), items=[], points=1, comment="")
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0][:-5] + "\n" + lines[1] + "\n")
+    with pytest.raises(UserError) as e:
+        load_state(out)
+    assert "decisions.jsonl:1: damaged decision line" in str(e.value) and "--reset" in str(e.value)
+    assert "\n" not in str(e.value) and e.value.exit_code == 2
+    fresh = load_state(out, reset=True)
+    assert fresh.log.entries == [] and not path.exists()
+    assert len(list(path.parent.glob("decisions.jsonl.*.bak"))) == 1
+
+
+def test_log_refuses_entries_it_would_not_read_back(tmp_path):
+    log = open_log(tmp_path / "d.jsonl")
+    with pytest.raises(ValueError):
+        log.append({"kind": "decide", "question": "ex1.d", "students": [], "points": 1, "items": [], "comment": "", "part": ""})
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_publish_rebuilds_grades_results_feedback_and_summary(out):
+    state = load_state(out)
+    for q in state.questions:
+        for g in list(state.groups[q.id]):
+            state.decide(q.id, g[0], state.version(q.id, g), items=[], points=q.review_points, comment="ok")
+    summary = publish(state)
+    assert summary["waiting"] == 0 and summary["decisions"] == len(state.log.entries)
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO((out / "grades.csv").read_text()))}
+    assert rows["eve"]["review"] == "no" and rows["eve"]["ex1.d"] == "2"
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["review"]["decisions"] == summary["decisions"] and "answer_files" not in doc["students"][0]
+    assert "Instructor: 2 points" in (out / "feedback" / "eve.md").read_text()
+    assert (out / "feedback" / "eve.html").is_file() and (out / "summary.html").is_file()
+
+
+def test_the_ex1d_class_takes_as_many_decisions_as_groups(tmp_path):
+    cls = ex1d_class()
+    assert len(cls) >= 60
+    out = graded_out(tmp_path / "out", {s: answers(t) for s, t in cls.items()})
+    state = load_state(out)
+    exact = len({" ".join(t.lower().split()) for t in cls.values()})
+    groups = list(state.groups["ex1.d"])
+    assert len(groups) < exact / 2, (len(groups), exact)
+    for g in groups:
+        state.decide("ex1.d", g[0], state.version("ex1.d", g), items=["steps"], points=None, comment="")
+    assert len(state.log.entries) == len(groups)
+    assert all(state.decision("ex1.d", s) is not None for s in cls)
+
+
+def test_not_a_graded_folder_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="not a graded folder"):
+        load_state(tmp_path)
+    (tmp_path / "results.json").write_text("[1]")
+    with pytest.raises(UserError, match="not the results.json"):
+        load_state(tmp_path)
