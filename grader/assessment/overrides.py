@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from grader.common.csvcell import uncell
+from grader.common.csvcell import LINE_END, cell, uncell
 from grader.common.errors import UserError
 
 COLUMNS = ("student", "question", "points", "comment")
 PART_COLUMNS = COLUMNS + ("part",)
 PARTS = ("", "reason")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -115,18 +114,13 @@ def overrides_csv(overrides: Iterable[Override]) -> str:
     rows = list(overrides)
     columns = PART_COLUMNS if any(o.part for o in rows) else COLUMNS
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator=LINE_END)
     writer.writerow(columns)
     for o in rows:
-        row = [o.student, o.question, f"{float(o.points):g}", csv_cell(o.comment)]
+        comment = " ".join(str(o.comment).replace("\0", " ").split())
+        row = [cell(o.student), cell(o.question), f"{float(o.points):g}", cell(comment)]
         writer.writerow(row + [o.part] if columns is PART_COLUMNS else row)
     return buf.getvalue()
-
-
-def csv_cell(text: str) -> str:
-    """A free-text cell a spreadsheet will not run as a formula (the one place CSV cells are guarded here)."""
-    text = " ".join(str(text).replace("\0", " ").split())
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _answer_part(entry: dict, q) -> float:
