@@ -161,7 +161,8 @@ json.dump({"a": "0.03", "b": "yes, it underfits", "c": 256, "d": ""}, open("7b_e
 
 def test_the_victim_is_graded_while_the_attackers_long_run_is_in_the_service(synthetic_data, tmp_path):
     """One notebook's single 2,000-epoch train() call (within its quota) cannot make another's 1-epoch call
-    wait: the victim is graded in its own time, and the attacker's run stops once its notebook is stopped."""
+    wait: the victim is graded in its own time (that the attacker's run then stops at its next epoch boundary is
+    tests/test_train_service.py's starvation case: here grading may end first)."""
     subs = tmp_path / "class"
     notebook(subs / "attacker", SETUP, LONG_RUN)
     notebook(subs / "victim", SETUP, SHORT_RUN)
@@ -180,4 +181,4 @@ def test_the_victim_is_graded_while_the_attackers_long_run_is_in_the_service(syn
     assert "1 epoch(s) trained by labgrader's training service" in err
     service = results["train_service"]
     print(f"victim graded in {took['victim']:.1f} s, attacker stopped after {took['attacker']:.1f} s; service: {service}")
-    assert service["abandoned"] >= 1 and service["trained"] == 1
+    assert service["trained"] == 1
