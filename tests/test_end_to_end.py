@@ -88,6 +88,13 @@ def html_text(path: Path) -> str:
     return html.unescape(re.sub(r"<[^>]*>", "", path.read_text(encoding="utf-8")))
 
 
+def markdown_text(text: str) -> str:
+    """How the Markdown feedback shows student-derived text (escaped: a cell's first line is the student's)."""
+    from grader.reports.report import _md
+
+    return _md(text)
+
+
 def test_the_demo_crash_names_one_cell_number_in_reason_feedback_and_traceback(canvas_out):
     """cho_crash fails in its 4th code cell: the reason, results.json, both feedbacks and the trimmed
     traceback say cell 4 (not the executed notebook's index 9 nor IPython's execution count In[5])."""
@@ -98,7 +105,8 @@ def test_the_demo_crash_names_one_cell_number_in_reason_feedback_and_traceback(c
     student = by_student(summary)["chocrash"]["student"]
     results = {s["student"]: s for s in json.loads((out / "results.json").read_text())["students"]}
     assert results[student]["reason"] == f"{label}: KeyError: 'test_acc_max'"
-    assert f"- Status: **error**: {label}: KeyError: 'test_acc_max'" in (out / "feedback" / f"{student}.md").read_text()
+    shown_md = markdown_text(f"{label}: KeyError: 'test_acc_max'")
+    assert f"- Status: **error**: {shown_md}" in (out / "feedback" / f"{student}.md").read_text()
     page = html_text(out / "feedback" / f"{student}.html")
     assert f"It stopped in {label} with KeyError." in page
     assert f"Cell In[{position}], line 2" in page and "Cell In[5]" not in page and "cell 9" not in page
@@ -117,7 +125,7 @@ def test_a_crash_after_empty_cells_and_inside_a_function_is_named_as_the_student
     assert code == 0
     label = "cell 5 «# the call»"
     assert summary["students"][0]["reason"] == f"{label}: KeyError: 'missing'"
-    assert f"**error**: {label}: KeyError" in (tmp_path / "out" / "feedback" / "eve.md").read_text()
+    assert f"**error**: {markdown_text(label)}: KeyError" in (tmp_path / "out" / "feedback" / "eve.md").read_text()
     page = html_text(tmp_path / "out" / "feedback" / "eve.html")
     assert f"It stopped in {label} with KeyError." in page
     assert "Cell In[5], line 2" in page and "Cell In[4], line 2, in pick(d)" in page
