@@ -9,35 +9,23 @@ PY=${PYTHON:-python3}
 TORCH_SPEC=${LABGRADER_TORCH:-torch==2.13.0}
 say() { echo "bootstrap: $*" >&2; }
 
-if ! command -v bwrap >/dev/null 2>&1; then
+# apt_install PACKAGE WHAT [OTHERWISE]: a Debian package installed when run as root, else how to get it.
+apt_updated=
+apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing bubblewrap (the sandbox for student notebooks)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    say "installing $1 ($2)"
+    [ -n "$apt_updated" ] || { apt-get update -qq >/dev/null; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
-    say "bubblewrap (bwrap) is missing; install it (Debian/Ubuntu: sudo apt-get install bubblewrap), or grade trusted notebooks with --no-sandbox"
+    say "$1 is missing ($2); install it (Debian/Ubuntu: sudo apt-get install $1)${3:+, $3}"
   fi
-fi
-
-if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing libseccomp2 (the sandbox's seccomp filter, through pyseccomp)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null
-  else
-    say "libseccomp2 is missing; install it (Debian/Ubuntu: sudo apt-get install libseccomp2), or grade trusted notebooks with --no-sandbox"
-  fi
-fi
-
-if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing chromium (the browser tests of labgrader review drive it through Playwright)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    say "chromium is missing; the browser tests need it (Debian/Ubuntu: sudo apt-get install chromium)"
-  fi
-fi
+}
+command -v bwrap >/dev/null 2>&1 ||
+  apt_install bubblewrap "the sandbox for student notebooks" "or grade trusted notebooks with --no-sandbox"
+ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null ||
+  apt_install libseccomp2 "the sandbox's seccomp filter, through pyseccomp" "or grade trusted notebooks with --no-sandbox"
+[ -x /usr/bin/chromium ] ||
+  apt_install chromium "the browser tests of labgrader review drive it through Playwright"
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV (it sees the system's packages, so an installed torch is reused)"
