@@ -22,6 +22,7 @@ import pytest
 from grader.cli import main
 from grader.common.csvcell import cell, uncell
 from grader.common.names import display, file_stem
+from grader.common.walk import remove_tree
 from grader_fixtures import RIGHT, grade_json, install_fake_executor, notebook, write_artifact
 
 GOOD = ("ann", "bob")
@@ -33,6 +34,13 @@ def good_answers(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in RIGHT.items():
         (folder / name).write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def _no_deep_chain_left_behind(tmp_path):
+    """pytest's own clean-up of old tmp dirs recurses, so a 1,000-deep chain left in one breaks it at exit."""
+    yield
+    remove_tree(tmp_path)
 
 
 def deep_chain(top: Path, depth: int = DEPTH) -> Path:
