@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -279,13 +278,12 @@ def test_show_refuses_a_bad_or_missing_artifact_in_one_line(tmp_path, capsys):
     assert "not a JSON number" in capsys.readouterr().err
 
 
-def test_default_spec_one_epoch_two_seeds_finishes_well_under_a_minute(tmp_path, synthetic_data, capsys):
-    start = time.perf_counter()
+def test_default_spec_one_epoch_two_seeds_trains_every_run(tmp_path, synthetic_data, capsys):
+    """Every configuration of the default grid, once per seed; its speed is benchmarks/sweep_speed.py's to measure."""
     summary = run_json(capsys, ["reference", "run", "--data-dir", str(synthetic_data), "--device", "cpu",
                                 "--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "ref.json")])
-    elapsed = time.perf_counter() - start
     assert summary["runs"] == 2 * len(load_spec().configs()) == summary["trained"]
-    assert elapsed < 30, f"{elapsed:.1f} s"
+    assert (tmp_path / "ref.json").is_file()
 
 
 def test_seeds_and_devices(monkeypatch):
