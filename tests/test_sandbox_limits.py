@@ -122,7 +122,11 @@ def test_four_children_of_700_mb_under_memory_1024_end_in_memory_below_the_limit
           f"{result.status}: {result.reason}")
     assert (result.status, result.cell) == ("memory", 2), result.reason
     assert "together used more than 1024 MiB" in result.reason
-    assert 0.7e9 < p["pss"] < 1.1e9 and p["anon"] < 1.1e9 and p["rss"] < 1.2e9
+    # "About 1.1 GB": the limit is 1024 MiB (1.074 GB); the watchdog samples every 10 ms and pauses the
+    # tree before it decides, and four children touching pages at about 1 GB/s each add tens of MB
+    # between two samples, more when a loaded machine runs the watchdog late (peaks measured 1.06 to
+    # 1.13 GB). Summed RSS counts shared libraries once per process, hence its wider bound.
+    assert 0.7e9 < p["pss"] < 1.15e9 and p["anon"] < 1.15e9 and p["rss"] < 1.25e9
     assert uid_procs(uid) == []
 
 
