@@ -114,6 +114,18 @@ def test_infinite_loop_times_out_and_names_the_cell(tmp_path):
     assert "cell 2" in result.reason and "3 s" in result.reason
 
 
+def test_the_setup_cell_is_not_held_to_the_students_per_cell_limit(tmp_path):
+    """Importing torch in the setup cell can take longer than a short --cell-timeout on a cold disk."""
+    limits = Limits(**{**FAST.as_dict(), "cell_timeout": 2})
+    slow_setup = ["import time", "time.sleep(3)"]
+    (tmp_path / "setup").mkdir()
+    (tmp_path / "student").mkdir()
+    result, _ = run(tmp_path / "setup", notebook("x = 1"), limits=limits, preamble=slow_setup)
+    assert result.status == "ok", result.reason
+    result, _ = run(tmp_path / "student", notebook("import time\ntime.sleep(3)"), limits=limits)
+    assert (result.status, result.cell) == ("timeout", 1), result.reason
+
+
 def test_total_timeout_stops_the_notebook(tmp_path):
     limits = Limits(**{**FAST.as_dict(), "timeout": 5})
     result, _ = run(tmp_path, notebook(*["import time\ntime.sleep(1)"] * 12), limits=limits)

@@ -25,6 +25,7 @@ from grader.common.text import cell_label
 
 NOTE = "[output truncated by labgrader]"
 PREAMBLE_TAG = "labgrader-preamble"
+SETUP_SECONDS = 120.0
 KERNEL_NAME = "labgrader-python"
 NOTEBOOK_OUTPUT_FACTOR = 16
 REASON_WIDTH = 300
@@ -373,8 +374,11 @@ class Run:
                 Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
 
     def cell_timeout(self, cell) -> float:
+        """The setup cell imports torch, slow on a cold disk: it gets SETUP_SECONDS, not the students' per-cell limit."""
         remaining = self.deadline - time.monotonic()
         per_cell = float(self.limits["cell_timeout"])
+        if PREAMBLE_TAG in cell.get("metadata", {}).get("tags", []):
+            per_cell = max(per_cell, SETUP_SECONDS)
         self.by_total = remaining < per_cell
         return max(0.5, min(per_cell, remaining))
 
@@ -455,6 +459,8 @@ class Run:
         number = self.cell_numbers.get(self.current) if self.current is not None else None
         if self.by_total:
             reason = f"the notebook ran longer than its {self.limits['timeout']:g} s (stopped in {self.where()})"
+        elif number is None:
+            reason = f"{self.where()} ran longer than {max(float(self.limits['cell_timeout']), SETUP_SECONDS):g} s and was stopped"
         else:
             reason = f"{self.where()} ran longer than {self.limits['cell_timeout']:g} s and was stopped"
         return self.result("timeout", reason, number)
