@@ -200,7 +200,7 @@ def _training_service(ctx: Context, needed: bool, say):
         return
     from grader.service.server import TrainingService, say_summary
 
-    service = TrainingService(ctx.service_options, ctx.data_dir)
+    service = TrainingService(ctx.service_options, ctx.data_dir, say)
     try:
         service.start()
     except UserError as e:

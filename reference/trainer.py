@@ -46,14 +46,20 @@ _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 _GRAPH_TURN = threading.Lock()
 
 
-def bytes_per_run(data: "Data", batch_size: int, hidden: int) -> int:
+def data_shape(data: "Data") -> dict:
+    """What the memory estimate needs of the data, as plain numbers (it crosses to the grader's process)."""
+    return {"n": len(data.x_train), "n_test": len(data.x_test), "width": data.x_train.shape[1],
+            "input_dim": data.input_dim, "classes": data.output_dim, "item": data.x_train.element_size(),
+            "device": data.device.type}
+
+
+def bytes_per_run(data: "Data | dict", batch_size: int, hidden: int) -> int:
     """Device memory one run adds to a batch: parameters and momentum, step buffers, the gathered
     chunk of images with its one-hot labels and logits, the test-set evaluation, per-sample losses."""
-    item = data.x_train.element_size()
-    width, classes = data.x_train.shape[1], data.output_dim
-    n, n_test = len(data.x_train), len(data.x_test)
-    chunk = CHUNK_ROWS.get(data.device.type, CHUNK_ROWS["cuda"])
-    rows = EVAL_ROWS.get(data.device.type, EVAL_ROWS["cuda"])
+    shape = data if isinstance(data, dict) else data_shape(data)
+    item, width, classes, n, n_test = (shape[k] for k in ("item", "width", "classes", "n", "n_test"))
+    chunk = CHUNK_ROWS.get(shape["device"], CHUNK_ROWS["cuda"])
+    rows = EVAL_ROWS.get(shape["device"], EVAL_ROWS["cuda"])
     params = 2 * (width * hidden + (hidden + 1) * classes)
     step = batch_size * (2 * hidden + 1 + classes)
     gathered = chunk * (width + 3 * classes)

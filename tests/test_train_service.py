@@ -1,4 +1,4 @@
-"""The training service in-process: wire format, request checks, the kit's delegation, memo, batching, quota."""
+"""The training service: wire format, request checks, the kit's delegation, memo, batching, quota (in its own process, as grade runs it, and in this one where a test looks inside the batcher)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +20,24 @@ EPOCHS = 2
 QUOTA = Quota(runs=50, epochs=500)
 
 
+def _started(synthetic_data, tmp_path_factory, process: bool):
+    options = ServiceOptions(cache_dir=str(tmp_path_factory.mktemp("memo")), gather_s=0.2,
+                             threads=torch.get_num_threads(), process=process)
+    return TrainingService(options, synthetic_data).start()
+
+
 @pytest.fixture(scope="module")
 def service(synthetic_data, tmp_path_factory):
-    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path_factory.mktemp("memo")), gather_s=0.2,
-                                         threads=torch.get_num_threads()),
-                          synthetic_data).start()
+    """The service as `labgrader grade` runs it: training in its own process."""
+    svc = _started(synthetic_data, tmp_path_factory, process=True)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def inproc(synthetic_data, tmp_path_factory):
+    """The same service training in this process, for the tests that look inside its batcher."""
+    svc = _started(synthetic_data, tmp_path_factory, process=False)
     yield svc
     svc.close()
 
@@ -121,7 +135,7 @@ EPYC = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 6
 def test_the_memo_key_names_the_cpu_kernel_path(monkeypatch):
     """A memo shared across machines must not answer a run with numbers other kernels computed."""
     from grader.common.kernels import cpu_kernel_path, cpu_model
-    from grader.service.server import trainer_name
+    from grader.service.engine import trainer_name
 
     assert cpu_model(EPYC) == "AuthenticAMD / AMD EPYC 7B13 64-Core Processor"
     assert cpu_model("") == "unknown vendor / unknown model"
@@ -207,7 +221,7 @@ def test_an_identical_request_is_answered_from_the_memo_even_by_a_new_service(
 def test_a_damaged_memo_entry_is_trained_again(service, synthetic_data, monkeypatch):
     with served(service, synthetic_data, monkeypatch) as s:
         H = lab_call(s.data, lr=0.02)[0]
-        for entry in service.memo.root.glob("*/*.lgts"):
+        for entry in Path(service.info['memo_dir']).glob("*/*.lgts"):
             entry.write_bytes(entry.read_bytes()[:100])
         before = service.summary()
         assert close(lab_call(s.data, lr=0.02)[0], H) == 0
@@ -280,28 +294,28 @@ def _lab_request(data, *, lr, batch_size):
                               epochs=EPOCHS, params=list(model.parameters()), rng=torch.get_rng_state())
 
 
-def test_an_identical_request_arriving_during_training_joins_it(service, synthetic_data, data, monkeypatch):
+def test_an_identical_request_arriving_during_training_joins_it(inproc, synthetic_data, data, monkeypatch):
     answers = {}
 
     def ask(name, path):
         answers[name] = kit_remote.exchange(*request, hidden=512, input_dim=784, path=path)[0]
 
-    with service.session("a", QUOTA) as pa, service.session("b", QUOTA) as pb, served(service, synthetic_data, monkeypatch):
+    with inproc.session("a", QUOTA) as pa, inproc.session("b", QUOTA) as pb, served(inproc, synthetic_data, monkeypatch):
         header, tensors = _lab_request(data, lr=0.09, batch_size=128)
         request = ({**header, "epochs": 15}, tensors)
         first = threading.Thread(target=ask, args=("a", pa))
         first.start()
-        assert _soon(lambda: service.batcher.inflight and not service.batcher.pending)
-        before = service.summary()
+        assert _soon(lambda: inproc.batcher.inflight and not inproc.batcher.pending)
+        before = inproc.summary()
         ask("b", pb)
         first.join()
-    after = service.summary()
+    after = inproc.summary()
     assert after["joined"] == before["joined"] + 1 and after["trained"] == before["trained"] + 1
     assert answers["a"]["ok"] and answers["a"]["history"] == answers["b"]["history"]
 
 
 def test_a_queued_run_nobody_waits_for_any_more_is_not_trained(synthetic_data, data, tmp_path, monkeypatch):
-    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path), gather_s=60), synthetic_data).start()
+    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path), gather_s=60, process=False), synthetic_data).start()
     try:
         with served(svc, synthetic_data, monkeypatch):
             request = _lab_request(data, lr=0.08, batch_size=128)
@@ -349,49 +363,49 @@ def test_a_request_over_the_quota_is_an_error_naming_the_quota(service, syntheti
             lab_call(s.data, lr=0.04, epochs=1, batch_size=32)
 
 
-def test_a_short_run_is_served_while_another_sessions_long_run_is_in_the_service(service, synthetic_data, data,
+def test_a_short_run_is_served_while_another_sessions_long_run_is_in_the_service(inproc, synthetic_data, data,
                                                                                   monkeypatch):
     """The starvation case: one session's 2,000-epoch run holds another's 1-epoch run for one epoch at most,
     and stops at its next epoch boundary once its notebook has ended."""
-    before = service.summary()
-    with served(service, synthetic_data, monkeypatch):
+    before = inproc.summary()
+    with served(inproc, synthetic_data, monkeypatch):
         long_request = _lab_request(data, lr=0.011, batch_size=128)
         long_request = ({**long_request[0], "epochs": 2000}, long_request[1])
         short_request = _lab_request(data, lr=0.012, batch_size=128)
         short_request = ({**short_request[0], "epochs": 1}, short_request[1])
-        with service.session("attacker", Quota(runs=5, epochs=5000)) as pa:
+        with inproc.session("attacker", Quota(runs=5, epochs=5000)) as pa:
             attacker = threading.Thread(target=_ask_quietly, args=(long_request, pa))
             attacker.start()
-            assert _soon(lambda: service.batcher.jobs and service.batcher.jobs[0].epoch + _batch_epoch(service) >= 1, 30)
-            with service.session("victim", QUOTA) as pv:
+            assert _soon(lambda: inproc.batcher.jobs and inproc.batcher.jobs[0].epoch + _batch_epoch(inproc) >= 1, 30)
+            with inproc.session("victim", QUOTA) as pv:
                 start = time.monotonic()
                 answer, _ = kit_remote.exchange(*short_request, hidden=512, input_dim=784, path=pv)
                 waited = time.monotonic() - start
-            long_job = service.batcher.jobs[0] if service.batcher.jobs else None
+            long_job = inproc.batcher.jobs[0] if inproc.batcher.jobs else None
             assert answer["ok"] and len(answer["history"]["acc"]) == 1
             assert long_job is not None and len(long_job.reqs) == 1 and long_job.reqs[0].epochs == 2000
             assert long_job.epoch < 2000, "the attacker's run had already finished: no starvation was tested"
         attacker.join(10)
-        assert _soon(lambda: not service.batcher.jobs and not service.batcher.inflight, 10)
-    after = service.summary()
+        assert _soon(lambda: not inproc.batcher.jobs and not inproc.batcher.inflight, 10)
+    after = inproc.summary()
     assert after["abandoned"] == before["abandoned"] + 1 and after["trained"] == before["trained"] + 1
     print(f"victim answered after {waited:.2f} s while the attacker's run was at epoch {long_job.epoch} of 2000")
 
 
-def _batch_epoch(service) -> int:
-    job = service.batcher.jobs[0] if service.batcher.jobs else None
+def _batch_epoch(inproc) -> int:
+    job = inproc.batcher.jobs[0] if inproc.batcher.jobs else None
     return job.batch.epoch if job is not None and job.batch is not None else 0
 
 
-def test_a_session_past_its_training_time_gets_an_error_and_its_run_stops(service, synthetic_data, monkeypatch):
-    before = service.summary()
-    with served(service, synthetic_data, monkeypatch, quota=Quota(runs=5, epochs=5000, seconds=0.5)) as s:
+def test_a_session_past_its_training_time_gets_an_error_and_its_run_stops(inproc, synthetic_data, monkeypatch):
+    before = inproc.summary()
+    with served(inproc, synthetic_data, monkeypatch, quota=Quota(runs=5, epochs=5000, seconds=0.5)) as s:
         with pytest.raises(kit_remote.TrainingServiceError, match=r"used its 0.5 s of training time.*--train-time"):
             lab_call(s.data, lr=0.013, epochs=2000)
-        assert _soon(lambda: not service.batcher.jobs, 10)
+        assert _soon(lambda: not inproc.batcher.jobs, 10)
         with pytest.raises(kit_remote.TrainingServiceError, match="--train-time"):
             lab_call(s.data, lr=0.014, epochs=1)
-    after = service.summary()
+    after = inproc.summary()
     assert after["abandoned"] == before["abandoned"] + 1 and after["trained"] == before["trained"]
 
 

@@ -21,15 +21,28 @@ from typing import Callable
 
 import torch
 
-from reference.trainer import Data, EpochBatch, RunSpec, bytes_per_run
+from reference.trainer import Data, EpochBatch, RunSpec, bytes_per_run, data_shape
 from reference.trainrequest import TrainAnswer, TrainRequest
 
 ABANDONED = {"local": "abandoned"}
 
 
+def request_bytes(shape: dict, req: TrainRequest) -> int:
+    """Memory one request takes while it trains, alone (the kit's loop) or in a batch, whichever is more.
+    shape: reference.trainer.data_shape of the service's data."""
+    n, input_dim, classes = shape["n"], shape["input_dim"], shape["classes"]
+    batch = min(req.batch_size, n)
+    params = req.hidden * (input_dim + 1) + classes * (req.hidden + 1)
+    width = req.hidden + classes
+    alone = 4 * (3 * params + 3 * batch * width + 2 * 8192 * width + batch * input_dim) + 8 * n
+    return max(alone, bytes_per_run(shape, batch, req.hidden))
+
+
 class Batcher:
+    """thread=False: the caller trains, by calling run() (the service's own process trains from its main thread)."""
+
     def __init__(self, data: Data, kit_data: tuple, memo, trainer_id: str, *, gather_s: float = 0.5,
-                 max_runs: int = 16, all_waiting: Callable[[], bool] = lambda: False):
+                 max_runs: int = 16, all_waiting: Callable[[], bool] = lambda: False, thread: bool = True):
         self.data, self.kit_data, self.memo, self.trainer_id = data, kit_data, memo, trainer_id
         self.gather_s, self.max_runs, self.all_waiting = gather_s, max_runs, all_waiting
         self.cond = threading.Condition()
@@ -40,17 +53,14 @@ class Batcher:
         self.turns: list = []
         self.stats = collections.Counter()
         self.closed = False
-        self.thread = threading.Thread(target=self._loop, name="train-service", daemon=True)
-        self.thread.start()
+        self.shape = data_shape(data)
+        self.thread = None
+        if thread:
+            self.thread = threading.Thread(target=self.run, name="train-service", daemon=True)
+            self.thread.start()
 
     def request_bytes(self, req: TrainRequest) -> int:
-        """Memory one request takes while it trains, alone (the kit's loop) or in a batch, whichever is more."""
-        n = len(self.data.x_train)
-        batch = min(req.batch_size, n)
-        params = req.hidden * (self.data.input_dim + 1) + self.data.output_dim * (req.hidden + 1)
-        width = req.hidden + self.data.output_dim
-        alone = 4 * (3 * params + 3 * batch * width + 2 * 8192 * width + batch * self.data.input_dim) + 8 * n
-        return max(alone, bytes_per_run(self.data, batch, req.hidden))
+        return request_bytes(self.shape, req)
 
     def submit(self, req: TrainRequest, session=None) -> tuple[Future, str, str]:
         """-> (future of a TrainAnswer or {"local": reason}, how it is served: memo, joined or trained, key).
@@ -116,7 +126,8 @@ class Batcher:
                 fut.set_result({"local": "the training service stopped"})
             self.pending.clear()
             self.cond.notify_all()
-        self.thread.join(timeout=60)
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=60)
         with self.cond:
             for job in self.jobs:
                 for fut in job.futs:
@@ -159,7 +170,8 @@ class Batcher:
                 self.cond.wait(timeout=due)
             return None
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """Train jobs until close()."""
         while True:
             job = self._next_job()
             if job is None:

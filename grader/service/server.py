@@ -22,24 +22,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.common.errors import UserError
 from grader.execution.limits import Limits
+from grader.service.engine import ServiceOptions
 
 MAX_CONNECTIONS = 4
 MIB = 1 << 20
 POLL_S = 0.5
 SEND_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    """How the grader's training service runs; picklable, so a Dask worker can start its own."""
-
-    cache_dir: str | None = None
-    device: str = "auto"
-    threads: int | None = None
-    gather_s: float = 0.5
-    max_batch_runs: int = 16
 
 
 @dataclass(frozen=True)
@@ -66,44 +55,43 @@ class SessionStats:
 
 
 class TrainingService:
-    def __init__(self, options: ServiceOptions, data_dir):
+    """The sessions' side of the service, in the grader; the training itself runs in its own process
+    (grader/service/remote.py -> worker.py), or here with ServiceOptions(process=False)."""
+
+    def __init__(self, options: ServiceOptions, data_dir, say=None):
         self.options = options
         self.data_dir = Path(data_dir)
+        self.say = say or (lambda line: print(f"labgrader: {line}", file=sys.stderr))
         self.batcher = None
         self.sessions: set = set()
         self.lock = threading.Lock()
         self.refused = 0
         self.root: Path | None = None
-        self.device = None
+        self.info: dict = {}
         self.counter = itertools.count()
 
     # lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> "TrainingService":
-        """Load the data onto the training device, open the memo, start the training thread."""
-        import torch
+        """Start what trains (its process, or the batcher here); UserError when it cannot."""
+        from grader.service.engine import open_engine
+        from grader.service.remote import ServiceProcess
 
-        from grader.service.batcher import Batcher
-        from grader.service.memo import Memo, default_dir
-        from reference import fmnist
-        from reference.kit import as_tensors
-        from reference.trainer import prepare_data
-
-        self.device = _pick_device(self.options.device, torch)
-        x_train, y_train, x_test, y_test, info = fmnist.load_arrays(self.data_dir, download=False)
-        self.fingerprint = fmnist.fingerprint(x_train, y_train, x_test, y_test)
-        self.data_kind = info.kind
-        data = prepare_data(x_train, y_train, x_test, y_test, output_dim=10, device=self.device)
-        (xtr, ytr), (xte, yte) = as_tensors(x_train, y_train, x_test, y_test)
-        self.threads = threads = self.options.threads or os.cpu_count() or 1
-        if self.device.type == "cpu":
-            torch.set_num_threads(threads)
-        self.memo = Memo(self.options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
-        self.input_dim, self.classes = data.input_dim, data.output_dim
-        trainer_id = trainer_name(torch, self.device, data.dtype, threads)
-        self.batcher = Batcher(data, (xtr, ytr, xte, yte), self.memo, trainer_id, gather_s=self.options.gather_s,
-                               max_runs=self.options.max_batch_runs, all_waiting=self._all_waiting)
         self.root = Path(tempfile.mkdtemp(prefix="labgrader-train-"))
+        try:
+            if self.options.process:
+                self.batcher = ServiceProcess(self.options, self.data_dir, self.root, self._all_waiting, self.say)
+                self.info = self.batcher.start()
+            else:
+                engine = open_engine(self.options, self.data_dir, all_waiting=self._all_waiting)
+                self.batcher, self.memo, self.info = engine.batcher, engine.batcher.memo, engine.hello()
+        except BaseException:
+            self.batcher = None
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+            raise
+        self.fingerprint, self.input_dim, self.classes = (self.info[k] for k in ("fingerprint", "input_dim", "classes"))
+        self.threads, self.data_kind = self.info["threads"], self.info["data_kind"]
         return self
 
     def close(self) -> None:
@@ -121,16 +109,21 @@ class TrainingService:
         self.close()
 
     def describe(self) -> str:
-        return f"{self.data_kind} data, on {self.device} with {self.threads} thread(s), memo {self.memo.root}"
+        where = "in its own process" if self.options.process else "in the grader's process"
+        return (f"{self.info.get('data_kind')} data, on {self.info.get('device')} with {self.info.get('threads')} "
+                f"thread(s) {where}, memo {self.info.get('memo_dir')}")
 
     def summary(self) -> dict:
         stats = dict(self.batcher.stats) if self.batcher else {}
-        return {"device": str(self.device), "threads": getattr(self, "threads", None), "data": getattr(self, "data_kind", None),
-                "memo_dir": str(self.memo.root) if self.batcher else None,
-                "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
-                "trained": stats.get("trained", 0), "batches": stats.get("batches", 0),
-                "largest_batch": stats.get("largest_batch", 0), "abandoned": stats.get("abandoned", 0),
-                "refused": self.refused}
+        out = {"device": str(self.info.get("device")), "threads": self.info.get("threads"),
+               "data": self.info.get("data_kind"), "memo_dir": self.info.get("memo_dir"),
+               "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
+               "trained": stats.get("trained", 0), "batches": stats.get("batches", 0),
+               "largest_batch": stats.get("largest_batch", 0), "abandoned": stats.get("abandoned", 0),
+               "refused": self.refused, "process": bool(self.options.process)}
+        if self.options.process and self.batcher is not None:
+            out["failures"], out["restarts"] = self.batcher.failures, self.batcher.restarts
+        return out
 
     # sessions ----------------------------------------------------------------------------------
 
@@ -311,6 +304,7 @@ class _Session:
         finally:
             with self.lock:
                 self.waiting -= 1
+            batcher.wake()
         self.stats.served[how] += 1
         return answer, how
 
@@ -336,26 +330,9 @@ def epoch_cost(req) -> float:
     return req.epochs * max(1.0, 128 / req.batch_size) * max(1.0, req.hidden / 512)
 
 
-def trainer_name(torch, device, dtype, threads: int) -> str:
-    """What computed a run, for the memo key: torch version, device, dtype, threads, and the kernels it
-    took (the CPU and its kernel path; the GPU's name on CUDA), so that a memo shared across machines
-    (a Dask cluster, a copied cache) answers only with numbers this machine would compute."""
-    from grader.common.kernels import cpu_kernel_path
-
-    where = cpu_kernel_path(torch) if device.type == "cpu" else torch.cuda.get_device_name(device)
-    return f"torch-{torch.__version__}/{device.type}/{dtype}/threads-{threads}/{where}".replace("torch.", "")
-
-
-def _pick_device(name: str, torch):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available to the training service")
-    return torch.device(name)
-
-
 def say_summary(service: TrainingService, say=lambda line: print(f"labgrader: {line}", file=sys.stderr)) -> None:
     s = service.summary()
     say(f"training service ({service.describe()}): {s['trained']} run(s) trained in {s['batches']} batch(es) "
         f"(largest {s['largest_batch']}), {s['from_memo']} answered from the memo, {s['joined']} joined a run in "
-        f"flight, {s['refused']} request(s) refused")
+        f"flight, {s['refused']} request(s) refused"
+        + (f"; its process failed {s['failures']} time(s) and was restarted {s['restarts']} time(s)" if s.get("failures") else ""))

@@ -1,0 +1,89 @@
+"""What trains: the data on the training device, the memo and the batcher, in whichever process trains.
+
+The grader starts it in the service's own process (grader/service/worker.py); tests of the
+batcher's scheduling start it in their own process to look inside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from grader.common.errors import UserError
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the grader's training service runs; picklable, so a Dask worker can start its own.
+    process=False trains in the grader's own process (the scheduling tests look inside the batcher)."""
+
+    cache_dir: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    gather_s: float = 0.5
+    max_batch_runs: int = 16
+    process: bool = True
+
+
+@dataclass
+class Engine:
+    batcher: object
+    memo_dir: str
+    device: str
+    threads: int
+    fingerprint: str
+    data_kind: str
+    input_dim: int
+    classes: int
+    shape: dict
+
+    def hello(self) -> dict:
+        """What the sessions' side needs to know of the engine, as plain data."""
+        return {"memo_dir": self.memo_dir, "device": self.device, "threads": self.threads,
+                "fingerprint": self.fingerprint, "data_kind": self.data_kind, "input_dim": self.input_dim,
+                "classes": self.classes, "shape": self.shape}
+
+
+def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = True) -> Engine:
+    """Load the data onto the training device, open the memo, make the batcher (training in its own
+    thread, or, thread=False, in whoever calls batcher.run())."""
+    import torch
+
+    from grader.service.batcher import Batcher
+    from grader.service.memo import Memo, default_dir
+    from reference import fmnist
+    from reference.kit import as_tensors
+    from reference.trainer import prepare_data
+
+    device = pick_device(options.device, torch)
+    x_train, y_train, x_test, y_test, info = fmnist.load_arrays(data_dir, download=False)
+    fingerprint = fmnist.fingerprint(x_train, y_train, x_test, y_test)
+    data = prepare_data(x_train, y_train, x_test, y_test, output_dim=10, device=device)
+    (xtr, ytr), (xte, yte) = as_tensors(x_train, y_train, x_test, y_test)
+    threads = options.threads or os.cpu_count() or 1
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    memo = Memo(options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
+    batcher = Batcher(data, (xtr, ytr, xte, yte), memo, trainer_name(torch, device, data.dtype, threads),
+                      gather_s=options.gather_s, max_runs=options.max_batch_runs, all_waiting=all_waiting,
+                      thread=thread)
+    return Engine(batcher, str(memo.root), str(device), threads, fingerprint, info.kind, data.input_dim,
+                  data.output_dim, batcher.shape)
+
+
+def trainer_name(torch, device, dtype, threads: int) -> str:
+    """What computed a run, for the memo key: torch version, device, dtype, threads, and the kernels it
+    took (the CPU and its kernel path; the GPU's name on CUDA), so that a memo shared across machines
+    (a Dask cluster, a copied cache) answers only with numbers this machine would compute."""
+    from grader.common.kernels import cpu_kernel_path
+
+    where = cpu_kernel_path(torch) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return f"torch-{torch.__version__}/{device.type}/{dtype}/threads-{threads}/{where}".replace("torch.", "")
+
+
+def pick_device(name: str, torch):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available to the training service")
+    return torch.device(name)
