@@ -42,9 +42,10 @@ class Batcher:
     """thread=False: the caller trains, by calling run() (the service's own process trains from its main thread)."""
 
     def __init__(self, data: Data, kit_data: tuple, memo, trainer_id: str, *, gather_s: float = 0.5,
-                 max_runs: int = 16, all_waiting: Callable[[], bool] = lambda: False, thread: bool = True):
+                 max_runs: int = 16, all_waiting: Callable[[], bool] = lambda: False, thread: bool = True,
+                 log: Callable[[str], None] = lambda line: None):
         self.data, self.kit_data, self.memo, self.trainer_id = data, kit_data, memo, trainer_id
-        self.gather_s, self.max_runs, self.all_waiting = gather_s, max_runs, all_waiting
+        self.gather_s, self.max_runs, self.all_waiting, self.log = gather_s, max_runs, all_waiting, log
         self.cond = threading.Condition()
         self.pending: dict[str, tuple[TrainRequest, Future, float]] = {}
         self.inflight: dict[str, Future] = {}
@@ -148,6 +149,7 @@ class Batcher:
             keys = [k for k, (r, _, _) in self.pending.items() if r.group == first][:self.max_runs]
             group = [(k, *self.pending.pop(k)[:2]) for k in keys]
             self.jobs.append(_Job(self, group))
+            self.log(f"training {len(group)} run(s): batch size {first[0]}, {first[1]} epoch(s), {first[2]} hidden units")
             self.stats["batches"] += 1
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(group))
         return None

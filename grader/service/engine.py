@@ -44,7 +44,7 @@ class Engine:
                 "classes": self.classes, "shape": self.shape}
 
 
-def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = True) -> Engine:
+def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = True, log=lambda line: None) -> Engine:
     """Load the data onto the training device, open the memo, make the batcher (training in its own
     thread, or, thread=False, in whoever calls batcher.run())."""
     import torch
@@ -66,7 +66,7 @@ def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = 
     memo = Memo(options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
     batcher = Batcher(data, (xtr, ytr, xte, yte), memo, trainer_name(torch, device, data.dtype, threads),
                       gather_s=options.gather_s, max_runs=options.max_batch_runs, all_waiting=all_waiting,
-                      thread=thread)
+                      thread=thread, log=log)
     return Engine(batcher, str(memo.root), str(device), threads, fingerprint, info.kind, data.input_dim,
                   data.output_dim, batcher.shape)
 

@@ -98,10 +98,15 @@ class ServiceProcess:
         number = self.failures
         log = self.root / f"service-{number}.log"
         ours, theirs = socket.socketpair()
-        with open(log, "wb") as sink:
-            proc = subprocess.Popen([sys.executable, "-m", "grader.service.worker", str(theirs.fileno())],
-                                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
-        theirs.close()
+        try:
+            with open(log, "wb") as sink:
+                proc = subprocess.Popen([sys.executable, "-m", "grader.service.worker", str(theirs.fileno())],
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+        except OSError as e:
+            ours.close()
+            raise UserError(f"the training service's process could not start ({one_line(e, 160)})") from None
+        finally:
+            theirs.close()
         child = _Child(proc, ours, log)
         child.send({"op": "start", "options": dataclasses.asdict(self.options), "data_dir": self.data_dir})
         ours.settimeout(START_TIMEOUT_S)
@@ -117,7 +122,12 @@ class ServiceProcess:
             proc.wait(timeout=30)
             raise UserError(one_line(str(header.get("reason", "it did not start")), 300))
         with self.lock:
-            self.child = child
+            if not self.closing:
+                self.child = child
+        if self.child is not child:
+            child.send({"op": "close"})
+            proc.wait(timeout=60)
+            raise UserError("the grader is closing the training service")
         self.ready.set()
         threading.Thread(target=self._read, args=(child,), name="service-process-reader", daemon=True).start()
         return header
@@ -227,11 +237,13 @@ class ServiceProcess:
             return
         reason = child.why_stopped()
         self.failures += 1
+        again = self.restarts < RESTARTS
+        if again:
+            self.say(f"{reason}; starting it again (once); the notebooks waiting on it train in their sandboxes")
         self._settle(child, f"{reason}; this run trains in the notebook")
         child.conn.close()
-        if self.restarts < RESTARTS:
+        if again:
             self.restarts += 1
-            self.say(f"{reason}; starting it again (once); the notebooks waiting on it train in their sandboxes")
             try:
                 self._spawn()
                 return

@@ -91,7 +91,8 @@ def main(argv: list[str]) -> int:
     try:
         header, _ = wire.read_frame(read, max_payload=0)
         options = ServiceOptions(**header["options"])
-        engine = open_engine(options, header["data_dir"], all_waiting=lambda: flags["all"], thread=False)
+        engine = open_engine(options, header["data_dir"], all_waiting=lambda: flags["all"], thread=False,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
     except Exception as e:  # the grader says this line and grades without the service
         out.send({"op": "failed", "reason": str(e).splitlines()[0][:300] if str(e) else type(e).__name__})
         return 1
