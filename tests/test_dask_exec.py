@@ -67,7 +67,7 @@ def small_class(tmp_path) -> Path:
 
 def students(out: Path) -> dict:
     doc = json.loads((out / "results.json").read_text())
-    return {r["student"]: {k: v for k, v in r.items() if k != "duration_s"} for r in doc["students"]}
+    return {r["student"]: {k: v for k, v in r.items() if k not in ("duration_s", "timing")} for r in doc["students"]}
 
 
 def outputs(path: Path) -> list:

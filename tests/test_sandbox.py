@@ -448,3 +448,26 @@ def test_threads_per_notebook_share_the_cores_and_honour_omp_num_threads(monkeyp
     assert notebook_threads(4, {"OMP_NUM_THREADS": "1"}) == 1
     assert notebook_threads(4, {"OMP_NUM_THREADS": "8"}) == 4
     assert notebook_threads(4, {"OMP_NUM_THREADS": "zero"}) == notebook_threads(4, {"OMP_NUM_THREADS": "0"}) == 4
+
+
+def test_the_execution_says_where_its_time_went(tmp_path):
+    result, _ = run(tmp_path, notebook("import time\ntime.sleep(0.6)", "x = 1"))
+    assert result.status == "ok", result.reason
+    t = result.timing
+    assert [n for n, _ in t["cells"]] == [1, 2]
+    assert t["cells"][0][1] >= 0.6 and t["student_cells_s"] >= 0.6
+    assert t["sandbox_start_s"] > 0 and t["kernel_start_s"] > 0 and t["setup_cell_s"] > 0
+    parts = t["sandbox_start_s"] + t["kernel_start_s"] + t["setup_cell_s"] + t["student_cells_s"] + t["after_last_cell_s"]
+    assert parts <= result.duration_s + 0.01
+
+
+def test_timestamps_from_the_sandbox_that_do_not_fit_the_execution_are_dropped():
+    from grader.execution.execute import stage_times
+
+    start = 1000.0
+    status = {"timing": {"runner": 999.0, "kernel": "soon", "end": 1004.0,
+                         "cells": [[1, 0.5], [2, -1], ["3", 1.0], [True, 1.0], [4, 1e9], [0, 0.25], "x", [5, 0.1, 9]]}}
+    t = stage_times(status, start, 5.0)
+    assert "sandbox_start_s" not in t and "kernel_start_s" not in t
+    assert t["cells"] == [[1, 0.5]] and t["setup_cell_s"] == 0.25 and t["after_last_cell_s"] == 1.0
+    assert stage_times({"timing": [1, 2]}, start, 5.0) is None and stage_times(None, start, 5.0) is None

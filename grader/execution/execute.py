@@ -8,6 +8,7 @@ with its bwrap), and turns whatever came back, or did not, into an `ExecResult`.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import os
@@ -21,10 +22,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from grader.execution import sandbox as sb
 from grader.common.atomic import write_json_atomic
 from grader.common.errors import UserError
 from grader.common.walk import remove_tree, rglob_files, walk
+from grader.execution import sandbox as sb
 from grader.execution.cgroup import SandboxCgroup, delegated
 from grader.execution.limits import Limits
 from grader.execution.runner import one_line
@@ -50,6 +51,7 @@ class ExecResult:
     cell: int | None = None
     executed: str | None = None
     duration_s: float = 0.0
+    timing: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -206,10 +208,41 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
     if (killed or verdict) and sandbox and sb.privileged():
         _await_uid_gone(sb.uid_for_slot(slot))
     status = _read_status(workdir)
+    timing = stage_times(status, start, duration)
     if verdict is not None and not killed:
         cell, where = _where(status)
-        return ExecResult(verdict.status, one_line(f"{verdict.reason}; stopped in {where}"), cell, None, duration)
-    return _interpret(status, workdir, limits, returncode, killed, log, duration)
+        return ExecResult(verdict.status, one_line(f"{verdict.reason}; stopped in {where}"), cell, None, duration, timing)
+    return dataclasses.replace(_interpret(status, workdir, limits, returncode, killed, log, duration), timing=timing)
+
+
+def stage_times(status: dict | None, start: float, duration: float) -> dict | None:
+    """The runner's timestamps as seconds per stage: starting the sandbox and the runner, the kernel, the
+    setup cell, the student's cells, and shutting down. The status file is the sandbox's, so anything
+    that is not a number inside this execution's time is dropped."""
+    raw = status.get("timing") if isinstance(status, dict) else None
+    if not isinstance(raw, dict):
+        return None
+
+    def at(name):
+        v = raw.get(name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and start <= v <= start + duration + 1
+        return float(v) if ok else None
+
+    runner, kernel, end = at("runner"), at("kernel"), at("end")
+    cells = raw.get("cells") if isinstance(raw.get("cells"), list) else []
+    cells = [[int(n), round(float(t), 3)] for n, t in (c for c in cells[:10000] if _cell_time(c)) if t <= duration + 1]
+    out = {"sandbox_start_s": runner - start if runner else None,
+           "kernel_start_s": kernel - runner if runner and kernel and kernel >= runner else None,
+           "setup_cell_s": sum(t for n, t in cells if n == 0),
+           "student_cells_s": sum(t for n, t in cells if n > 0),
+           "after_last_cell_s": start + duration - end if end else None,
+           "cells": [[n, t] for n, t in cells if n > 0]}
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items() if v is not None}
+
+
+def _cell_time(c) -> bool:
+    return (isinstance(c, list) and len(c) == 2 and isinstance(c[0], int) and not isinstance(c[0], bool) and 0 <= c[0] < 1 << 20
+            and isinstance(c[1], (int, float)) and not isinstance(c[1], bool) and 0 <= c[1] < 1e7)
 
 
 def _sandbox_cgroup(limits: Limits, slot: int) -> SandboxCgroup | None:

@@ -279,6 +279,9 @@ class Run:
         self.watch: KernelWatch | None = None
         self.kept = 0
         self.nb = None
+        self.kernel_ready: float | None = None
+        self.cell_started: float | None = None
+        self.cell_times: list[list] = []
 
     # status ------------------------------------------------------------------------------------
     def progress(self, cell: int | None) -> None:
@@ -293,6 +296,11 @@ class Run:
     def result(self, status: str, reason: str, cell: int | None = None) -> dict:
         return {"phase": "done", "status": status, "reason": one_line(reason), "cell": cell,
                 "executed": None}
+
+    def timing(self) -> dict:
+        """Where the time went, on the host's monotonic clock: runner start, kernel ready, end; each code
+        cell's seconds by its number (0: the setup cell)."""
+        return {"runner": self.start, "kernel": self.kernel_ready, "end": time.monotonic(), "cells": self.cell_times}
 
     # loading -----------------------------------------------------------------------------------
     def load(self):
@@ -383,6 +391,7 @@ class Run:
         return max(0.5, min(per_cell, remaining))
 
     def on_notebook_start(self, notebook=None, **_):
+        self.kernel_ready = time.monotonic()
         process = getattr(getattr(self.client.km, "provisioner", None), "process", None)
         if process is not None:
             self.watch = KernelWatch(process)
@@ -390,6 +399,7 @@ class Run:
     def on_cell_start(self, cell, cell_index, **_):
         if cell.cell_type == "code":
             self.current = cell_index
+            self.cell_started = time.monotonic()
             self.progress(self.cell_numbers.get(cell_index))
 
     def on_cell_error(self, cell, cell_index, execute_reply=None, **_):
@@ -398,6 +408,8 @@ class Run:
 
     def on_cell_executed(self, cell, cell_index, **_):
         """Streams merged, then capped again: display updates can grow outputs the first cap saw."""
+        if cell.cell_type == "code" and self.cell_started is not None:
+            self.cell_times.append([self.cell_numbers.get(cell_index, 0), round(time.monotonic() - self.cell_started, 4)])
         cell.outputs, _ = cap_outputs(coalesce_streams(cell.outputs), self.output_limit)
         size = sum(output_size(o) for o in cell.outputs)
         self.kept += size
@@ -531,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:
         status = run.result("died", f"the grader's runner failed in {run.where()} ({type(e).__name__}: {one_line(e, 120)})")
     status["executed"] = run.write_executed()
+    status["timing"] = run.timing()
     run.write_status(status)
     return 0
 

@@ -183,18 +183,25 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
             workdir.mkdir(parents=True)
         try:
             exec_result = _execute(sub, workdir, ctx, slot)
+            collecting = time.monotonic()
             with stage("collecting the executed notebook"):
                 executed = _keep_executed(exec_result, ctx.out, stem)
             with stage("collecting answer files"):
                 files, problems = collect_answers(workdir, ctx.spec)
+            timing = {**(_get(exec_result, "timing") or {}), "execute_s": _get(exec_result, "duration_s") or 0.0,
+                      "collect_s": round(time.monotonic() - collecting, 3)}
         finally:
             if not ctx.keep_work:
                 remove_workdir(workdir)
+    scoring = time.monotonic()
     with stage("scoring"):
         status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
         scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
-    return _result(sub.student, status, reason, scored, content, executed,
-                   time.monotonic() - start, problems, stored_answers(files))
+    result = _result(sub.student, status, reason, scored, content, executed,
+                     time.monotonic() - start, problems, stored_answers(files))
+    if not ctx.no_execute:
+        result["timing"] = {**timing, "score_s": round(time.monotonic() - scoring, 3)}
+    return result
 
 
 def grade_or_fail(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
