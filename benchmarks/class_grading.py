@@ -15,7 +15,13 @@ then the statuses and answers of the two class runs are compared student by stud
 final accuracies the notebooks printed are compared run by run. Goals: class speed-up
 (without / with service) >= 5x; the class with the service <= 2x the cost of one notebook.
 
-    .venv/bin/python benchmarks/class_grading.py [--quick] [--device cuda] [--students 30] [--epochs 10]
+--class-kind own-order: a class (default 10 students) where each student trains 5 learning rates
+of the lr sweep (S=128, momentum 0.9) in its own order, as real students loop over the grid: no two
+runs share initial weights, so the memo cannot help and the service's gain is what batching
+concurrent runs buys.
+
+    .venv/bin/python benchmarks/class_grading.py [--quick] [--class-kind shared|own-order] [--device cuda]
+        [--students 30] [--epochs 10]
         [--jobs 2] [--train-images 60000] [--test-images 10000] [--data-dir DIR] [--keep DIR] [--json]
 
 --quick shrinks everything for a smoke run: 4 students, 2 epochs, 6000/1000 synthetic images.
@@ -48,6 +54,8 @@ from reference import fmnist  # noqa: E402
 # (lr, batch size, momentum), from the assignment's sweep grid
 SHARED = [(0.1, 128, 0.9), (0.03, 128, 0.9), (0.1, 256, 0.9), (0.01, 128, 0.9)]
 POOL = [(0.2, 128, 0.9), (0.1, 64, 0.9), (0.01, 128, 0.5)]
+LR_SWEEP = [0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0]  # reference/specs/lab7b.toml [sweeps.lr]
+OWN_ORDER_RUNS = 5
 STORE_NAMES = ("runs", "results", "histories", "sweep", "H_all")
 NOTEBOOK = "lab7b.ipynb"
 QUICK = {"students": 4, "epochs": 2, "train_images": 6000, "test_images": 1000}
@@ -62,8 +70,11 @@ def student_name(i: int) -> str:
     return f"student{i:02d}"
 
 
-def student_configs(i: int) -> list[tuple[float, int, float]]:
-    """The shared four in the same order, then one from the pool, drawn deterministically per student."""
+def student_configs(i: int, kind: str = "shared") -> list[tuple[float, int, float]]:
+    """shared: the shared four in the same order, then one from the pool, drawn deterministically per
+    student; own-order: 5 learning rates of the lr sweep in this student's own order."""
+    if kind == "own-order":
+        return [(lr, 128, 0.9) for lr in random.Random(1000 + i).sample(LR_SWEEP, OWN_ORDER_RUNS)]
     return SHARED + [random.Random(i).choice(POOL)]
 
 
@@ -84,7 +95,7 @@ def training_cell(seed_code: str, cfg: tuple, epochs: int, store: str, note: str
 def answer_cells(store: str) -> tuple[str, str]:
     """Optima from the student's own runs; the texts of the example submissions."""
     pick = (f"def best(fixed, metric):\n"
-            f"    chosen = {{c: h for c, h in {store}.items() if all(c[i] == v for i, v in fixed.items())}}\n"
+            f"    chosen = {{c: h for c, h in {store}.items() if all(c[i] == v for i, v in fixed.items())}} or {store}\n"
             f"    return max(chosen, key=lambda c: metric(chosen[c]))\n"
             f"final = lambda h: h['acc'][-1]\n"
             f"top_test = lambda h: max(h['test_acc'])\n")
@@ -104,13 +115,13 @@ def answer_cells(store: str) -> tuple[str, str]:
     return pick + dump("7b_ex1.json", ex1), dump("7b_ex2.json", ex2)
 
 
-def class_notebook(seed: nbformat.NotebookNode, i: int, epochs: int) -> nbformat.NotebookNode:
+def class_notebook(seed: nbformat.NotebookNode, i: int, epochs: int, kind: str = "shared") -> nbformat.NotebookNode:
     """The lab notebook as student i hands it in: intro, setup, Exercise 1, runs, answers, Exercise 2."""
     intro, setup, ex1_md, seed_train, _, ex2_md = export_cells(seed)
     store = STORE_NAMES[i % len(STORE_NAMES)]
     name = student_name(i)
     runs = [new_code_cell(f"{store} = {{}}  # {name}: (lr, batch size, momentum) -> history")]
-    for k, cfg in enumerate(student_configs(i), 1):
+    for k, cfg in enumerate(student_configs(i, kind), 1):
         runs.append(new_code_cell(training_cell(seed_train.source, cfg, epochs, store,
                                                 f"{name}, run {k}: lr={cfg[0]}, S={cfg[1]}, momentum={cfg[2]}")))
     ex1, ex2 = answer_cells(store)
@@ -120,13 +131,13 @@ def class_notebook(seed: nbformat.NotebookNode, i: int, epochs: int) -> nbformat
     return nb
 
 
-def write_class(root: Path, n: int, epochs: int) -> list[str]:
+def write_class(root: Path, n: int, epochs: int, kind: str = "shared") -> list[str]:
     seed = load_lab_notebook()
     names = []
     for i in range(n):
         folder = root / student_name(i)
         folder.mkdir(parents=True)
-        nbformat.write(class_notebook(seed, i, epochs), folder / NOTEBOOK)
+        nbformat.write(class_notebook(seed, i, epochs, kind), folder / NOTEBOOK)
         names.append(student_name(i))
     return names
 
@@ -246,6 +257,10 @@ def counts(run: dict) -> dict:
 
 # the report ------------------------------------------------------------------------------------
 
+CLASS_KINDS = {"shared": f"{len(SHARED)} shared in the same order, 1 from a pool of {len(POOL)}",
+               "own-order": f"{OWN_ORDER_RUNS} learning rates of the lr sweep, each student in its own order"}
+
+
 def text_report(f: dict) -> str:
     w = f["wall_s"]
     r = f["ratios"]
@@ -253,8 +268,8 @@ def text_report(f: dict) -> str:
         f"device: {f['device']} (where the service trains); sandbox: {f['sandbox']}",
         f"data: {f['data']['kind']} Fashion-MNIST, {f['data']['n_train']} train / {f['data']['n_test']} test images",
         f"seeds: every notebook seeded {f['seed']} by the grader before its first cell; synthetic data seed 0",
-        f"class: {f['students']} students, -j {f['jobs']}; {f['configs_per_notebook']} configurations per notebook "
-        f"({len(SHARED)} shared, 1 from a pool of {len(POOL)}), {f['epochs']} epochs each; "
+        f"class ({f['class_kind']}): {f['students']} students, -j {f['jobs']}; {f['configs_per_notebook']} configurations "
+        f"per notebook ({CLASS_KINDS[f['class_kind']]}), {f['epochs']} epochs each; "
         f"the class trains {f['distinct_configs']} distinct ones ({f['trainings']} trainings in all)",
         "",
         f"{'wall time':44} {'seconds':>9}",
@@ -288,7 +303,11 @@ def text_report(f: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--students", type=int, help="class size (default 30; --quick 4)")
+    ap.add_argument("--class-kind", choices=(*CLASS_KINDS, "both"), default="shared",
+                    help="shared: 4 configurations in the same order + 1 from a pool (default); own-order: "
+                         "5 learning rates per student, each in its own order (default 10 students); both: "
+                         "the two classes one after the other, in this one run")
+    ap.add_argument("--students", type=int, help="class size (default 30, own-order 10; --quick 4)")
     ap.add_argument("--epochs", type=int, help="epochs per configuration (default 10; --quick 2)")
     ap.add_argument("--jobs", type=int, default=2, help="grade -j for the class runs (default 2)")
     ap.add_argument("--train-images", type=int, help="synthetic training images (default 60000; --quick 6000)")
@@ -301,6 +320,29 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", metavar="DIR", help="work in DIR (new or empty) and keep it: notebooks, outputs, logs")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = ap.parse_args(argv)
+    if args.class_kind == "both":
+        results = {}
+        for kind in CLASS_KINDS:
+            one = argparse.Namespace(**{**vars(args), "class_kind": kind,
+                                        "keep": str(Path(args.keep) / kind) if args.keep else None})
+            code, results[kind] = choose(ap, one)
+            if code:
+                return code
+            if not args.json:
+                print(text_report(results[kind]) + "\n", flush=True)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return 0
+    code, figures = choose(ap, args)
+    if code == 0:
+        print(json.dumps(figures, indent=2) if args.json else text_report(figures))
+    return code
+
+
+def choose(ap, args) -> tuple[int, dict]:
+    """Defaults for this class kind, then the run in a kept or a temporary folder."""
+    if args.students is None and args.class_kind == "own-order" and not args.quick:
+        args.students = 10
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -317,9 +359,9 @@ def main(argv=None) -> int:
         return run(args, Path(tmp))
 
 
-def run(args, work: Path) -> int:
+def run(args, work: Path) -> tuple[int, dict]:
     args.data = prepare_data(args, work)
-    names = write_class(work / "class", args.students, args.epochs)
+    names = write_class(work / "class", args.students, args.epochs, args.class_kind)
     one = work / "one" / names[0]  # the first student alone, a copy (grade skips symlinks)
     one.mkdir(parents=True)
     (one / NOTEBOOK).write_bytes((work / "class" / names[0] / NOTEBOOK).read_bytes())
@@ -332,14 +374,14 @@ def run(args, work: Path) -> int:
 
     statuses, answers = compare(class_without, class_with)
     n_runs, diff = largest_difference(class_without, class_with)
-    configs = [c for i in range(args.students) for c in student_configs(i)]
+    configs = [c for i in range(args.students) for c in student_configs(i, args.class_kind)]
     w = {"class_without": class_without["wall_s"], "class_with": class_with["wall_s"],
          "one_without": one_without["wall_s"], "one_with": one_with["wall_s"]}
     figures = {
         "device": args.device, "sandbox": not args.no_sandbox, "seed": 0,
         "data": {**args.data, "dir": args.data["dir"] if args.data_dir or args.keep else None},
-        "students": args.students, "jobs": args.jobs, "epochs": args.epochs,
-        "configs_per_notebook": len(SHARED) + 1, "distinct_configs": len(set(configs)), "trainings": len(configs),
+        "class_kind": args.class_kind, "students": args.students, "jobs": args.jobs, "epochs": args.epochs,
+        "configs_per_notebook": len(student_configs(0, args.class_kind)), "distinct_configs": len(set(configs)), "trainings": len(configs),
         "wall_s": {k: round(v, 3) for k, v in w.items()},
         "ratios": {"speedup": round(w["class_without"] / w["class_with"], 3),
                    "class_with_over_one_without": round(w["class_with"] / w["one_without"], 3),
@@ -352,11 +394,7 @@ def run(args, work: Path) -> int:
                           for k, g in (("class_with", class_with), ("one_with", one_with))},
         "work_dir": str(work) if args.keep else None,
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        print(text_report(figures))
-    return 0
+    return 0, figures
 
 
 if __name__ == "__main__":
