@@ -22,7 +22,7 @@ from grader.execution.limits import limits_from_args, notebook_threads
 from grader.assessment.reference_io import reference_for
 from grader.assessment.rescore import rescore
 from grader.grading.executor import Executor
-from grader.grading.pipeline import STATUSES, Context, SetupError, StageError, failed_result, resolve_data_dir, stage
+from grader.grading.pipeline import STATUSES, Context, StageError, failed_result, resolve_data_dir, stage
 from grader.grading.submissions import Submission, discover, submissions_root
 
 
@@ -201,17 +201,21 @@ def _training_service(ctx: Context, needed: bool, say):
     from grader.service.server import TrainingService, say_summary
 
     service = TrainingService(ctx.service_options, ctx.data_dir, say)
-    try:
-        service.start()
-    except UserError as e:
-        raise SetupError(f"the training service cannot start: {e}", e.exit_code) from None
-    say(f"training service on {service.describe()}; --no-train-service trains in each sandbox instead")
+
+    def ready(failed):
+        if failed:
+            say(f"the training service did not start ({failed}); every notebook trains in its sandbox")
+        else:
+            say(f"training service on {service.describe()}; --no-train-service trains in each sandbox instead")
+
+    service.start(wait=False, on_ready=ready)
     try:
         yield dataclasses.replace(ctx, service=service), summary
     finally:
         service.close()
-        summary.update(service.summary())
-        say_summary(service, say)
+        if service.started:
+            summary.update(service.summary())
+            say_summary(service, say)
 
 
 def _load_overrides(args, spec, subs: list[Submission]):

@@ -157,3 +157,24 @@ def test_grading_goes_on_when_the_service_process_is_killed_mid_training(synthet
         told.append("killed by SIGKILL" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
                                                    if o.get("name") == "stderr"))
     assert any(told), "no notebook was told why its run trained in the sandbox"
+
+
+@pytest.mark.sandbox
+def test_a_service_that_cannot_start_leaves_the_class_to_train_in_the_sandboxes(synthetic_data, tmp_path, capfd):
+    from grader_fixtures import grade_json
+
+    subs = tmp_path / "class"
+    (subs / "s1").mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[new_code_cell(SETUP), new_code_cell(TRAIN.format(lr=0.1).replace("n_epochs=6",
+                                                                                                         "n_epochs=1"))]),
+                   subs / "s1" / "lab7b.ipynb")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, summary = grade_json(str(subs), "--out", str(tmp_path / "out"), "--data-dir", str(synthetic_data),
+                               "--train-cache", str(blocker / "memo"), "--cell-timeout", "300")
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert summary["students"][0]["status"] == "graded"
+    line = next(ln for ln in err.splitlines() if "the training service did not start" in ln)
+    assert "every notebook trains in its sandbox" in line and "Traceback" not in err
+    assert "train_service" not in json.loads((tmp_path / "out" / "results.json").read_text())

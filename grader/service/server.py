@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.common.errors import UserError
 from grader.execution.limits import Limits
 from grader.service.engine import ServiceOptions
 
@@ -72,31 +73,61 @@ class TrainingService:
 
     # lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> "TrainingService":
-        """Start what trains (its process, or the batcher here); UserError when it cannot."""
-        from grader.service.engine import open_engine
-        from grader.service.remote import ServiceProcess
+    def start(self, wait: bool = True, on_ready=None) -> "TrainingService":
+        """Start what trains (its process, or the batcher here); UserError when it cannot.
 
+        wait=False returns at once and loads in the background, so the first notebooks start while the
+        service loads torch and the data; a request waits for it, and if it cannot start, every notebook
+        trains in its sandbox (`self.failed` says why; on_ready(None) or on_ready(reason) is called)."""
         self.root = Path(tempfile.mkdtemp(prefix="labgrader-train-"))
+        self.ready, self.failed, self.closing = threading.Event(), None, False
+        self.starter = threading.Thread(target=self._load, args=(on_ready,), name="train-service-start", daemon=True)
+        self.starter.start()
+        if wait:
+            self.starter.join()
+            if self.failed is not None:
+                self.close()
+                raise UserError(self.failed)
+        return self
+
+    def _load(self, on_ready) -> None:
         try:
+            from grader.service.engine import open_engine
+            from grader.service.remote import ServiceProcess
+
             if self.options.process:
-                self.batcher = ServiceProcess(self.options, self.data_dir, self.root, self._all_waiting, self.say)
-                self.info = self.batcher.start()
+                batcher = ServiceProcess(self.options, self.data_dir, self.root, self._all_waiting, self.say)
+                info = batcher.start()
             else:
                 engine = open_engine(self.options, self.data_dir, all_waiting=self._all_waiting)
-                self.batcher, self.memo, self.info = engine.batcher, engine.batcher.memo, engine.hello()
-        except BaseException:
-            self.batcher = None
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
-            raise
-        self.fingerprint, self.input_dim, self.classes = (self.info[k] for k in ("fingerprint", "input_dim", "classes"))
-        self.threads, self.data_kind = self.info["threads"], self.info["data_kind"]
-        return self
+                batcher, info = engine.batcher, engine.hello()
+                self.memo = batcher.memo
+            self.fingerprint, self.input_dim, self.classes = (info[k] for k in ("fingerprint", "input_dim", "classes"))
+            self.threads, self.data_kind = info["threads"], info["data_kind"]
+            self.info, self.batcher = info, batcher
+        except UserError as e:
+            self.failed = str(e)
+        except Exception as e:  # one line for the grader; grading goes on without the service
+            self.failed = f"{type(e).__name__}: {str(e)[:200]}"
+        self.ready.set()
+        if on_ready is not None:
+            on_ready(self.failed)
+
+    def wait_ready(self) -> bool:
+        """True once the service serves; False when it could not start."""
+        self.ready.wait()
+        return self.failed is None and self.batcher is not None
+
+    @property
+    def started(self) -> bool:
+        return self.ready.is_set() and self.failed is None and self.batcher is not None
 
     def close(self) -> None:
         for s in list(self.sessions):
             s.close()
+        starter = getattr(self, "starter", None)
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()
         if self.batcher is not None:
             self.batcher.close()
         if self.root is not None:
@@ -130,7 +161,7 @@ class TrainingService:
     @contextlib.contextmanager
     def session(self, name: str, quota: Quota, uid: int | None = None):
         """A socket for one notebook's execution; -> its host path. Closed (and its connections cut) on exit."""
-        if self.batcher is None:
+        if self.root is None:
             raise RuntimeError("the training service is not started")
         s = _Session(self, name, quota, uid)
         with self.lock:
@@ -141,7 +172,8 @@ class TrainingService:
             s.close()
             with self.lock:
                 self.sessions.discard(s)
-            self.batcher.wake()
+            if self.batcher is not None:
+                self.batcher.wake()
 
     def _all_waiting(self) -> bool:
         with self.lock:
@@ -224,6 +256,10 @@ class _Session:
             except wire.WireError as e:
                 self._refuse(conn, str(e))
                 return
+            if not self.service.wait_ready():
+                self._send(conn, {"ok": False, "local": True,
+                                  "reason": f"the training service did not start ({self.service.failed})"})
+                continue
             try:
                 req = parse(header, tensors, input_dim=self.service.input_dim, classes=self.service.classes)
                 self._admit(req)
