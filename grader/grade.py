@@ -53,16 +53,18 @@ def grade_command(args) -> int:
     limits = limits_from_args(args)
     no_execute = bool(getattr(args, "no_execute", False))
     data_dir = None
+    data_cache = font_cache = None
     if not no_execute and subs:
         data_dir, source = resolve_data_dir(args)
         if executor == "local" and not data_dir.is_dir():
             raise UserError(f"data dir {data_dir} ({source}) is not a folder")
         say(f"notebooks read their data from {data_dir} ({source})")
+        data_cache, font_cache = _sandbox_caches(args, data_dir, executor, say)
     threads = notebook_threads(jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
                   bool(getattr(args, "hide_answers", False)), threads,
                   service_options=None if no_execute else _service_options(args, threads),
-                  keep_work=bool(getattr(args, "keep_work", False)))
+                  keep_work=bool(getattr(args, "keep_work", False)), data_cache=data_cache, font_cache=font_cache)
     options = execution_options(spec, no_execute, limits, ctx.sandbox, data_dir)
     options_key = options_sha256(options)
     try:
@@ -178,6 +180,20 @@ def execution_options(spec, no_execute: bool, limits, sandbox: bool, data_dir) -
         "no_execute": no_execute, "limits": limits.as_dict(), "sandbox": sandbox,
         "data_dir": str(data_dir) if data_dir else None,
     }
+
+
+def _sandbox_caches(args, data_dir: Path, executor: str, say) -> tuple[Path | None, Path | None]:
+    """The decoded data cache and the font list, built or checked here once for the whole run.
+    Dask workers bind their own; a data dir that only the workers have gets no cache."""
+    from grader.grading.caches import prepare_caches
+
+    use_data = not getattr(args, "no_data_cache", False)
+    if not use_data:
+        say("--no-data-cache: each notebook decodes the gzip files itself")
+    elif executor != "local" and not data_dir.is_dir():
+        say(f"the data dir {data_dir} is not on this machine, so the Dask workers decode it in each sandbox")
+        use_data = False
+    return prepare_caches(data_dir, getattr(args, "data_cache", None), data=use_data, say=say)
 
 
 def _service_options(args, threads: int):
