@@ -28,12 +28,12 @@ def prepare_caches(data_dir, root, *, data: bool, say) -> tuple[Path | None, Pat
             data_cache, how = datacache.prepare(data_dir, root, say)
             done.append(f"decoded data {data_cache} ({how})")
         except (datacache.CacheProblem, OSError, UserError) as e:
-            say(f"the decoded data cache cannot be made in {root} ({_reason(e)}); each notebook decodes the gzip files itself")
+            say(f"no decoded data cache in {root}: {_reason(e)}; each notebook decodes the data files itself")
     try:
         font_cache, how = fontcache.prepare(root)
         done.append(f"matplotlib's font list ({how})")
     except (fontcache.FontCacheProblem, OSError) as e:
-        say(f"matplotlib's font list cannot be made in {root} ({_reason(e)}); each notebook lists the fonts itself")
+        say(f"no matplotlib font list in {root}: {_reason(e)}; each notebook lists the fonts itself")
     if done:
         tail = "; --no-data-cache decodes the data in each sandbox instead" if data_cache else ""
         say(f"sandboxes start from {' and '.join(done)}{tail}")
