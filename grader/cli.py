@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the grader keeps the decoded data and matplotlib's font list for the sandboxes, "
                             "checked each run (default: $LABGRADER_DATA_CACHE, else ~/.cache/labgrader/decoded)")
     grade.add_argument("--no-data-cache", action="store_true",
-                       help="each notebook decodes the gzip data files itself instead of mapping the grader's decoded copy")
+                       help="each notebook decodes the gzip data files (and lists matplotlib's fonts) itself "
+                            "instead of starting from the grader's decoded copy")
     grade.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="where notebooks run: local (-j threads here) or dask (tasks on a Dask cluster; needs --scheduler) (default: local)")
     grade.add_argument("--scheduler", metavar="ADDRESS", help="with --executor dask: the Dask scheduler, e.g. tcp://HOST:8786")

@@ -53,18 +53,16 @@ def grade_command(args) -> int:
     limits = limits_from_args(args)
     no_execute = bool(getattr(args, "no_execute", False))
     data_dir = None
-    data_cache = font_cache = None
     if not no_execute and subs:
         data_dir, source = resolve_data_dir(args)
         if executor == "local" and not data_dir.is_dir():
             raise UserError(f"data dir {data_dir} ({source}) is not a folder")
         say(f"notebooks read their data from {data_dir} ({source})")
-        data_cache, font_cache = _sandbox_caches(args, data_dir, executor, say)
     threads = notebook_threads(jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
                   bool(getattr(args, "hide_answers", False)), threads,
                   service_options=None if no_execute else _service_options(args, threads),
-                  keep_work=bool(getattr(args, "keep_work", False)), data_cache=data_cache, font_cache=font_cache)
+                  keep_work=bool(getattr(args, "keep_work", False)))
     options = execution_options(spec, no_execute, limits, ctx.sandbox, data_dir)
     options_key = options_sha256(options)
     try:
@@ -141,6 +139,9 @@ def grade_command(args) -> int:
     for sub, why in unhashed:
         finish(sub, "0" * 64, fail(sub, "0" * 64, UserError(why), 0.0), False)
 
+    if todo and data_dir is not None:
+        data_cache, font_cache = _sandbox_caches(args, data_dir, executor, say)
+        ctx = dataclasses.replace(ctx, data_cache=data_cache, font_cache=font_cache)
     runner = Executor(executor, jobs, getattr(args, "scheduler", None))
     with _training_service(ctx, bool(todo) and runner.needs_local_service(), say) as (ctx, service_summary):
         service_summary.update(runner.run(todo, ctx, finish, done=len(results), total=len(subs), say=say))
@@ -184,16 +185,16 @@ def execution_options(spec, no_execute: bool, limits, sandbox: bool, data_dir) -
 
 def _sandbox_caches(args, data_dir: Path, executor: str, say) -> tuple[Path | None, Path | None]:
     """The decoded data cache and the font list, built or checked here once for the whole run.
-    Dask workers bind their own; a data dir that only the workers have gets no cache."""
+    Dask workers bind their own; a data dir that only the workers have gets no data cache."""
+    if getattr(args, "no_data_cache", False):
+        say("--no-data-cache: each notebook decodes the gzip files and lists matplotlib's fonts itself")
+        return None, None
     from grader.grading.caches import prepare_caches
 
-    use_data = not getattr(args, "no_data_cache", False)
-    if not use_data:
-        say("--no-data-cache: each notebook decodes the gzip files itself")
-    elif executor != "local" and not data_dir.is_dir():
+    decode = executor == "local" or data_dir.is_dir()
+    if not decode:
         say(f"the data dir {data_dir} is not on this machine, so the Dask workers decode it in each sandbox")
-        use_data = False
-    return prepare_caches(data_dir, getattr(args, "data_cache", None), data=use_data, say=say)
+    return prepare_caches(data_dir, getattr(args, "data_cache", None), data=decode, say=say)
 
 
 def _service_options(args, threads: int):

@@ -332,5 +332,6 @@ def test_each_notebook_gets_the_run_s_checked_data_cache_unless_no_data_cache(tm
 
     calls.clear()
     assert main([*argv, "--out", str(tmp_path / "out3"), "--no-data-cache"]) == 0
-    assert len(calls) == 2 and all(c["data_cache"] is None for c in calls)
-    assert "labgrader: --no-data-cache: each notebook decodes the gzip files itself" in capsys.readouterr().err.splitlines()
+    assert len(calls) == 2 and all(c["data_cache"] is None and c["font_cache"] is None for c in calls)
+    assert "labgrader: --no-data-cache: each notebook decodes the gzip files and lists matplotlib's fonts itself" \
+        in capsys.readouterr().err.splitlines()
