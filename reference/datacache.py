@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -79,6 +80,9 @@ def prepare(data_dir: str | os.PathLike, root: str | os.PathLike | None = None, 
 def verify(folder: Path, digests: dict | None = None) -> dict:
     """The manifest, once every file matches its recorded size and sha256; else CacheProblem."""
     manifest = read_manifest(folder)
+    everyone = stat.S_IROTH | stat.S_IXOTH
+    if folder.stat().st_mode & everyone != everyone:
+        raise CacheProblem("the folder is not world-readable")
     if digests is not None and manifest["gzip_sha256"] != digests:
         raise CacheProblem("its manifest names other data files")
     for name, entry in manifest["files"].items():
@@ -243,14 +247,17 @@ def _file_name(name: str) -> str:
 
 
 def _regular_size(path: Path) -> int:
+    """Its size; a CacheProblem unless it is a regular file every uid can read (the sandbox's is another)."""
     try:
         st = path.lstat()
     except FileNotFoundError:
         raise CacheProblem(f"{path.name} is missing") from None
     except OSError as e:
         raise CacheProblem(f"{path.name} cannot be read ({e.strerror or e})") from None
-    if not path.is_file() or path.is_symlink():
+    if not stat.S_ISREG(st.st_mode):
         raise CacheProblem(f"{path.name} is not a regular file")
+    if not st.st_mode & stat.S_IROTH:
+        raise CacheProblem(f"{path.name} is not world-readable")
     return st.st_size
 
 

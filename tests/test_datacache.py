@@ -154,6 +154,10 @@ def _drop_manifest(folder):
     (folder / "manifest.json").unlink()
 
 
+def _private(folder):
+    (folder / "y_test.i8").chmod(0o600)
+
+
 def _wrong_shape(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["y_train"]["shape"] = [2999]
@@ -166,6 +170,7 @@ def _wrong_shape(folder):
     (_garble, "manifest.json cannot be read (JSONDecodeError)"),
     (_drop_manifest, "manifest.json is missing"),
     (_wrong_shape, "manifest.json gives y_train a size or name that does not fit its shape"),
+    (_private, "y_test.i8 is not world-readable"),
 ])
 def test_a_damaged_cache_is_named_removed_and_rebuilt(damage, reason, synthetic_data, root):
     folder, _ = datacache.prepare(synthetic_data, root)

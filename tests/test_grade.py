@@ -330,6 +330,17 @@ def test_each_notebook_gets_the_run_s_checked_data_cache_unless_no_data_cache(tm
     assert main([*argv, "--out", str(tmp_path / "out2")]) == 0
     assert "(checked)" in capsys.readouterr().err
 
+    folder = calls[0]["data_cache"]
+    with open(folder / "x_test.f4", "r+b") as f:
+        f.truncate(100)
+    assert main([*argv, "--out", str(tmp_path / "out2b")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"labgrader: data cache {folder} is damaged (x_test.f4 has 100 bytes, its manifest says 1568000); " \
+           "removing and rebuilding it" in err
+    assert any(line.endswith("(built) and matplotlib's font list (found); --no-data-cache decodes the data in each "
+                             "sandbox instead") for line in err)
+    assert datacache.verify(folder)["n_test"] == 500
+
     calls.clear()
     assert main([*argv, "--out", str(tmp_path / "out3"), "--no-data-cache"]) == 0
     assert len(calls) == 2 and all(c["data_cache"] is None and c["font_cache"] is None for c in calls)
