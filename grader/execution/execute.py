@@ -168,7 +168,7 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
     job = {"notebook": notebook.name, "preamble": list(preamble or []), "seed": int(seed), "executed": EXECUTED,
            "limits": limits.as_dict()}
     write_json_atomic(state / "job.json", job)
-    fontcache.seed(font_cache, state / "matplotlib")
+    fontcache.seed(font_cache, state / sb.MPL_DIR)
     if data_dir is None:
         data_cache = None
 

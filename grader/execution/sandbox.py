@@ -29,6 +29,7 @@ DATADIR = PurePosixPath("/data")
 DATACACHE = PurePosixPath("/data-decoded")
 TRAIN_SOCKET = PurePosixPath("/run/labgrader/train.sock")
 STATE = ".labgrader"
+MPL_DIR = "matplotlib"
 UID_BASE = 61000
 MIB = 1 << 20
 CPU_GRACE_S = 5
@@ -90,7 +91,7 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
         "TMPDIR": str(tmp), "PYTHONHASHSEED": str(seed), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-        "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{state}/matplotlib", "IPYTHONDIR": f"{state}/ipython",
+        "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{state}/{MPL_DIR}", "IPYTHONDIR": f"{state}/ipython",
         "XDG_CACHE_HOME": f"{state}/cache", "XDG_CONFIG_HOME": f"{state}/config",
         "JUPYTER_CONFIG_DIR": f"{state}/jupyter-config", "JUPYTER_DATA_DIR": f"{state}/jupyter",
         "JUPYTER_PATH": f"{state}/jupyter", "JUPYTER_RUNTIME_DIR": f"{state}/runtime", "JUPYTER_PLATFORM_DIRS": "1",
