@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--layout", choices=LAYOUTS, default="auto",
                        help="how SUBMISSIONS is organised: an LMS bulk download (zip or unpacked) or plain per-student folders (default: auto, detected)")
     grade.add_argument("--overrides", metavar="CSV", help="instructor overrides: CSV with student,question,points,comment")
+    grade.add_argument("--data-cache", metavar="DIR",
+                       help="where the grader keeps the decoded data and matplotlib's font list for the sandboxes, "
+                            "checked each run (default: $LABGRADER_DATA_CACHE, else ~/.cache/labgrader/decoded)")
+    grade.add_argument("--no-data-cache", action="store_true",
+                       help="each notebook decodes the gzip data files (and lists matplotlib's fonts) itself "
+                            "instead of starting from the grader's decoded copy")
     grade.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="where notebooks run: local (-j threads here) or dask (tasks on a Dask cluster; needs --scheduler) (default: local)")
     grade.add_argument("--scheduler", metavar="ADDRESS", help="with --executor dask: the Dask scheduler, e.g. tcp://HOST:8786")

@@ -139,6 +139,9 @@ def grade_command(args) -> int:
     for sub, why in unhashed:
         finish(sub, "0" * 64, fail(sub, "0" * 64, UserError(why), 0.0), False)
 
+    if todo and data_dir is not None:
+        data_cache, font_cache = _sandbox_caches(args, data_dir, executor, say)
+        ctx = dataclasses.replace(ctx, data_cache=data_cache, font_cache=font_cache)
     runner = Executor(executor, jobs, getattr(args, "scheduler", None))
     with _training_service(ctx, bool(todo) and runner.needs_local_service(), say) as (ctx, service_summary):
         service_summary.update(runner.run(todo, ctx, finish, done=len(results), total=len(subs), say=say))
@@ -178,6 +181,20 @@ def execution_options(spec, no_execute: bool, limits, sandbox: bool, data_dir) -
         "no_execute": no_execute, "limits": limits.as_dict(), "sandbox": sandbox,
         "data_dir": str(data_dir) if data_dir else None,
     }
+
+
+def _sandbox_caches(args, data_dir: Path, executor: str, say) -> tuple[Path | None, Path | None]:
+    """The decoded data cache and the font list, built or checked here once for the whole run.
+    Dask workers bind their own; a data dir that only the workers have gets no data cache."""
+    if getattr(args, "no_data_cache", False):
+        say("--no-data-cache: each notebook decodes the gzip files and lists matplotlib's fonts itself")
+        return None, None
+    from grader.grading.caches import prepare_caches
+
+    decode = executor == "local" or data_dir.is_dir()
+    if not decode:
+        say(f"the data dir {data_dir} is not on this machine, so the Dask workers decode it in each sandbox")
+    return prepare_caches(data_dir, getattr(args, "data_cache", None), data=decode, say=say)
 
 
 def _service_options(args, threads: int):

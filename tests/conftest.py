@@ -25,6 +25,19 @@ def train_memo(tmp_path_factory):
         os.environ["LABGRADER_TRAIN_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache_root(tmp_path_factory):
+    """Where `grade` keeps the decoded data and font list in this test session, never the user's own."""
+    path = tmp_path_factory.mktemp("data-cache")
+    old = os.environ.get("LABGRADER_DATA_CACHE")
+    os.environ["LABGRADER_DATA_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LABGRADER_DATA_CACHE", None)
+    else:
+        os.environ["LABGRADER_DATA_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
     """A data dir with 3000 train / 500 test synthetic images (seed 0), written once per session;

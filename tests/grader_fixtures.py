@@ -167,10 +167,10 @@ def fake_execute_module(calls: list) -> types.ModuleType:
         return notebooks[0]
 
     def execute_notebook(nb_path, workdir, *, limits, data_dir, preamble, sandbox=True, slot=0, seed=0, threads=2, stop=None,
-                         train_socket=None):
+                         train_socket=None, data_cache=None, font_cache=None):
         nb_path, workdir = Path(nb_path), Path(workdir)
         calls.append({"student": workdir.name, "notebook": nb_path.name, "slot": slot, "data_dir": data_dir, "preamble": preamble,
-                      "sandbox": sandbox, "limits": limits})
+                      "sandbox": sandbox, "limits": limits, "data_cache": data_cache, "font_cache": font_cache})
         fake = json.loads(nb_path.read_text())["metadata"]["fake"]
         if fake.get("raise"):
             raise RuntimeError(fake["raise"])

@@ -53,3 +53,16 @@ def test_service_gpu_times_a_group_on_each_device_named(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["devices"]["cpu"]["batches"] == 1 and figures["devices"]["cpu"]["group_s"] > 0
     assert "group of 2 in 1 batch(es)" in run.stdout
+
+
+@pytest.mark.slow
+def test_data_cache_times_both_ways_on_a_tiny_set(tmp_path):
+    out = tmp_path / "cache.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "data_cache.py"), "--train", "600", "--test", "100",
+                          "--repeats", "1", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["data"] == {**figures["data"], "kind": "synthetic", "n_train": 600, "n_test": 100}
+    assert figures["get_data_gzip_s"] > 0 and figures["get_data_cache_s"] > 0
+    assert figures["matplotlib_import_fresh_s"] > 0 and figures["matplotlib_import_seeded_s"] > 0
+    assert "get_data:" in run.stdout and "import matplotlib.pyplot" in run.stdout

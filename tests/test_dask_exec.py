@@ -92,6 +92,7 @@ def test_dask_grades_exactly_as_the_local_pool_and_a_local_rerun_reuses_it(clust
     assert sorted(p.name for p in (remote / "executed").iterdir()) == ["ada.ipynb", "cho.ipynb", "dev.ipynb"]
     for name in ("ada", "cho", "dev"):
         assert outputs(remote / "executed" / f"{name}.ipynb") == outputs(local / "executed" / f"{name}.ipynb")
+    assert "(decoded cache)" in (remote / "executed" / "ada.ipynb").read_text(), "the worker bound its data cache"
     doc = json.loads((remote / "results.json").read_text())
     assert doc["options"]["executor"] == "dask"
     assert doc["train_service"]["from_memo"] + doc["train_service"]["trained"] == 1

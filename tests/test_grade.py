@@ -307,3 +307,42 @@ def test_an_empty_class_or_zero_jobs_is_a_usage_error_not_an_empty_gradebook(tmp
     (tmp_path / "class" / "ann").mkdir()
     assert main(argv + ["-j", "0"]) == 2
     assert capsys.readouterr().err.strip() == "labgrader: -j/--jobs must be at least 1"
+
+
+def test_each_notebook_gets_the_run_s_checked_data_cache_unless_no_data_cache(tmp_path, monkeypatch, capsys, synthetic_data):
+    from reference import datacache
+
+    calls = install_fake_executor(monkeypatch)
+    subs = tmp_path / "submissions"
+    for student in ("alice", "bob"):
+        notebook(subs / student / "lab7b.ipynb", {"write": RIGHT})
+    argv = ["grade", str(subs), "--reference", str(write_artifact(tmp_path / "ref.json")),
+            "--data-dir", str(synthetic_data), "--data-cache", str(tmp_path / "cache")]
+    assert main([*argv, "--out", str(tmp_path / "out1")]) == 0
+    folders = {c["data_cache"] for c in calls}
+    assert len(folders) == 1 and folders.pop().parent == tmp_path / "cache"
+    assert datacache.verify(calls[0]["data_cache"])["n_train"] == 3000
+    assert {c["font_cache"].parent for c in calls} == {tmp_path / "cache"}
+    err = capsys.readouterr().err
+    assert f"labgrader: sandboxes start from decoded data {calls[0]['data_cache']} (built)" in err
+
+    calls.clear()
+    assert main([*argv, "--out", str(tmp_path / "out2")]) == 0
+    assert "(checked)" in capsys.readouterr().err
+
+    folder = calls[0]["data_cache"]
+    with open(folder / "x_test.f4", "r+b") as f:
+        f.truncate(100)
+    assert main([*argv, "--out", str(tmp_path / "out2b")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"labgrader: data cache {folder} is damaged (x_test.f4 has 100 bytes, its manifest says 1568000); " \
+           "removing and rebuilding it" in err
+    assert any(line.endswith("(built) and matplotlib's font list (found); --no-data-cache decodes the data in each "
+                             "sandbox instead") for line in err)
+    assert datacache.verify(folder)["n_test"] == 500
+
+    calls.clear()
+    assert main([*argv, "--out", str(tmp_path / "out3"), "--no-data-cache"]) == 0
+    assert len(calls) == 2 and all(c["data_cache"] is None and c["font_cache"] is None for c in calls)
+    assert "labgrader: --no-data-cache: each notebook decodes the gzip files and lists matplotlib's fonts itself" \
+        in capsys.readouterr().err.splitlines()

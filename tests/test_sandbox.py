@@ -57,11 +57,11 @@ def submit(tmp_path: Path, content, name: str = "lab.ipynb", extra: dict | None 
 
 
 def run(tmp_path: Path, content, *, limits: Limits = FAST, preamble=(), data_dir=None, slot: int = SLOT,
-        sandboxed: bool = True, extra: dict | None = None) -> tuple[ExecResult, Path]:
+        sandboxed: bool = True, extra: dict | None = None, data_cache=None, font_cache=None) -> tuple[ExecResult, Path]:
     workdir = tmp_path / "work"
     nb = prepare_workdir(submit(tmp_path, content, extra=extra), workdir, answer_files=ANSWERS)
     result = execute_notebook(nb, workdir, limits=limits, data_dir=data_dir, preamble=list(preamble),
-                              sandbox=sandboxed, slot=slot, seed=0, threads=1)
+                              sandbox=sandboxed, slot=slot, seed=0, threads=1, data_cache=data_cache, font_cache=font_cache)
     assert result.status in ("ok", "error", "timeout", "memory", "died")
     assert "\n" not in result.reason and "Traceback" not in result.reason
     return result, workdir
@@ -335,6 +335,61 @@ def test_kit_through_the_preamble_trains_an_epoch(tmp_path, data_dir):
     probe = probe_json(result, workdir)
     assert probe["data"] == "/data" and probe["n"] == 1000
     assert len(probe["H"]["acc"]) == 1 and 0.0 < probe["H"]["test_acc"][0] <= 1.0
+
+
+DATA_PROBE = (
+    "import hashlib, json, os\n"
+    "import matplotlib.font_manager as fm\n"
+    "(x, y), (xt, yt) = fmnist_utils.get_data()\n"
+    "out = {'data': [[str(t.dtype), list(t.shape), hashlib.sha256(t.numpy().tobytes()).hexdigest()] for t in (x, y, xt, yt)],\n"
+    "       'cache': os.environ.get('LABGRADER_DECODED_DATA'), 'fonts': fm.fontManager.__dict__.get('labgrader_probe')}\n"
+    "first = x[0].clone()\n"
+    "x[0] = 5\n"
+    "(again, _), _ = fmnist_utils.get_data()\n"
+    "out['private_edit'] = bool((again[0] == first).all()) and float(x[0, 0]) == 5.0\n"
+    "if out['cache'] == '/data-decoded':\n"
+    "    for key, how in (('edit', lambda: open(os.path.join(out['cache'], 'x_train.f4'), 'r+b').write(b'x')),\n"
+    "                     ('plant', lambda: open(os.path.join(out['cache'], 'planted'), 'w'))):\n"
+    "        try:\n"
+    "            how()\n"
+    "            out[key] = 'written'\n"
+    "        except OSError as e:\n"
+    "            out[key] = type(e).__name__\n"
+    "json.dump(out, open('probe.json', 'w'))")
+
+
+def test_get_data_maps_the_bound_cache_read_only_and_equals_decoding(tmp_path, data_dir):
+    """The same tensors with the grader's decoded cache as without; the mount refuses writes; in-place
+    edits stay in the notebook; the seeded font list is the one matplotlib loads."""
+    from grader.execution import fontcache
+    from reference import datacache
+
+    cache, _ = datacache.prepare(data_dir, tmp_path / "cache")
+    fonts, _ = fontcache.prepare(tmp_path / "cache")
+    listing = next(fonts.glob("fontlist-*.json"))
+    listing.write_text(json.dumps({**json.loads(listing.read_text()), "labgrader_probe": "seeded"}))
+    preamble = ["from src import fmnist_utils", "from src.fmnist_utils import *"]
+    limits = Limits(**{**FAST.as_dict(), "memory_mb": 4096, "cell_timeout": 60})
+    probes = {}
+    for name, kwargs in {"cached": {"data_cache": cache, "font_cache": fonts}, "plain": {},
+                         "unsandboxed": {"data_cache": cache, "sandboxed": False}}.items():
+        (tmp_path / name).mkdir()
+        result, workdir = run(tmp_path / name, notebook(DATA_PROBE), limits=limits, preamble=preamble,
+                              data_dir=data_dir, **kwargs)
+        probes[name] = probe_json(result, workdir)
+        probes[name]["log"] = executed_text(result)
+    cached, plain, unsandboxed = probes["cached"], probes["plain"], probes["unsandboxed"]
+    assert cached["data"] == plain["data"] == unsandboxed["data"]
+    assert [d[:2] for d in cached["data"]] == [["torch.float32", [1000, 784]], ["torch.int64", [1000]],
+                                                ["torch.float32", [200, 784]], ["torch.int64", [200]]]
+    assert cached["cache"] == str(sandbox.DATACACHE) and plain["cache"] is None
+    assert unsandboxed["cache"] == str(cache.resolve())
+    assert "(decoded cache)" in cached["log"] and "(decoded cache)" not in plain["log"]
+    assert cached["edit"] in ("OSError", "PermissionError") and cached["plant"] in ("OSError", "PermissionError")
+    assert cached["private_edit"] and plain["private_edit"] and unsandboxed["private_edit"]
+    assert (cached["fonts"], plain["fonts"]) == ("seeded", None)
+    datacache.verify(cache)
+    assert not (cache / "planted").exists()
 
 
 def test_unreadable_data_dir_is_refused_with_one_line(tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 from grader.common.atomic import write_json_atomic
 from grader.common.errors import UserError
 from grader.common.walk import remove_tree, rglob_files, walk
+from grader.execution import fontcache
 from grader.execution import sandbox as sb
 from grader.execution.cgroup import SandboxCgroup, delegated
 from grader.execution.limits import Limits
@@ -139,10 +140,13 @@ def find_notebook(workdir: Path) -> Path:
 
 def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, sandbox: bool = True,
                      slot: int = 0, seed: int = 0, threads: int = DEFAULT_THREADS,
-                     stop: threading.Event | None = None, train_socket: Path | None = None) -> ExecResult:
+                     stop: threading.Event | None = None, train_socket: Path | None = None,
+                     data_cache: Path | None = None, font_cache: Path | None = None) -> ExecResult:
     """Execute a prepared notebook in its work dir under `limits`; never raises for the notebook's faults.
 
     train_socket: the host path of this notebook's training-service session (grader/service), if any.
+    data_cache: the grader's verified decoded copy of data_dir (reference/datacache.py), if any.
+    font_cache: the folder holding matplotlib's font list (fontcache.py), if any.
 
     Raises UserError only for the grader's own setup: no bubblewrap, no data dir. Setting `stop`
     (the grader was interrupted) kills the sandbox at once and raises ExecutionStopped.
@@ -166,6 +170,9 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
     job = {"notebook": notebook.name, "preamble": list(preamble or []), "seed": int(seed), "executed": EXECUTED,
            "limits": limits.as_dict()}
     write_json_atomic(state / "job.json", job)
+    fontcache.seed(font_cache, state / sb.MPL_DIR)
+    if data_dir is None:
+        data_cache = None
 
     group = _sandbox_cgroup(limits, slot) if sandbox else None
     fds: tuple[int, ...] = ()
@@ -175,16 +182,18 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
                 _chown_tree(workdir, sb.uid_for_slot(slot))
             fds = (filter_fd(),)
             env = sb.runner_env(home=sb.WORKDIR, data=sb.DATADIR if data_dir is not None else None,
-                                threads=threads, seed=seed, train_socket=sb.TRAIN_SOCKET if train_socket else None)
+                                threads=threads, seed=seed, train_socket=sb.TRAIN_SOCKET if train_socket else None,
+                                data_cache=sb.DATACACHE if data_cache is not None else None)
             argv = sb.bwrap_argv(workdir=workdir, data_dir=Path(data_dir) if data_dir is not None else None,
                                  limits=limits, slot=slot, command=sb.runner_argv(sb.WORKDIR / sb.STATE / "job.json"),
-                                 train_socket=train_socket, seccomp_fd=fds[0])
+                                 train_socket=train_socket, seccomp_fd=fds[0], data_cache=data_cache)
             if group is not None:
                 argv = group.wrap(argv)
         else:
             (state / "tmp").mkdir()
             env = sb.runner_env(home=workdir, data=Path(data_dir).resolve() if data_dir is not None else None,
-                                threads=threads, seed=seed, tmp=state / "tmp", train_socket=train_socket)
+                                threads=threads, seed=seed, tmp=state / "tmp", train_socket=train_socket,
+                                data_cache=Path(data_cache).resolve() if data_cache is not None else None)
             argv = sb.direct_argv(limits, sb.runner_argv(state / "job.json"))
 
         def watch(pid: int) -> Watchdog:

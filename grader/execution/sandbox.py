@@ -2,7 +2,7 @@
 
 A notebook is untrusted code. Inside the sandbox it sees a read-only system, this Python,
 the labgrader packages (without the bundled demo's answers), the data read-only at /data
-and its own work dir, the only place it can write. It has no network (its own loopback
+(and the grader's decoded copy of it at /data-decoded), and its own work dir, the only place it can write. It has no network (its own loopback
 carries nbclient's traffic to the kernel, both inside), runs as an unprivileged uid of its
 own worker slot, and is held to the limits of `Limits` by rlimits.
 
@@ -22,11 +22,14 @@ from pathlib import Path, PurePosixPath
 from grader.common.errors import UserError
 from grader.common.kernels import kernel_env
 from grader.execution.limits import Limits
+from reference.datacache import KIT_ENV
 
 WORKDIR = PurePosixPath("/home/student")
 DATADIR = PurePosixPath("/data")
+DATACACHE = PurePosixPath("/data-decoded")
 TRAIN_SOCKET = PurePosixPath("/run/labgrader/train.sock")
 STATE = ".labgrader"
+MPL_DIR = "matplotlib"
 UID_BASE = 61000
 MIB = 1 << 20
 CPU_GRACE_S = 5
@@ -75,7 +78,8 @@ def drop_argv(uid: int) -> list[str]:
 
 
 def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threads: int, seed: int,
-               tmp: str | os.PathLike = "/tmp", train_socket: str | os.PathLike | None = None) -> dict[str, str]:
+               tmp: str | os.PathLike = "/tmp", train_socket: str | os.PathLike | None = None,
+               data_cache: str | os.PathLike | None = None) -> dict[str, str]:
     """The runner's and kernel's whole environment, built from nothing so no host secret leaks in.
 
     Only the variables that choose CPU kernels (KERNEL_VARS) come from the host, so a notebook takes
@@ -87,7 +91,7 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
         "TMPDIR": str(tmp), "PYTHONHASHSEED": str(seed), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-        "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{state}/matplotlib", "IPYTHONDIR": f"{state}/ipython",
+        "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{state}/{MPL_DIR}", "IPYTHONDIR": f"{state}/ipython",
         "XDG_CACHE_HOME": f"{state}/cache", "XDG_CONFIG_HOME": f"{state}/config",
         "JUPYTER_CONFIG_DIR": f"{state}/jupyter-config", "JUPYTER_DATA_DIR": f"{state}/jupyter",
         "JUPYTER_PATH": f"{state}/jupyter", "JUPYTER_RUNTIME_DIR": f"{state}/runtime", "JUPYTER_PLATFORM_DIRS": "1",
@@ -99,6 +103,8 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
         env["LABGRADER_DATA"] = str(data)
     if train_socket is not None:
         env["LABGRADER_TRAIN_SOCKET"] = str(train_socket)
+    if data_cache is not None:
+        env[KIT_ENV] = str(data_cache)
     return env
 
 
@@ -162,11 +168,13 @@ class _Binds:
 
 
 def bwrap_argv(*, workdir: Path, data_dir: Path | None, limits: Limits, slot: int, command: list[str],
-               bwrap: str = "bwrap", train_socket: Path | None = None, seccomp_fd: int | None = None) -> list[str]:
+               bwrap: str = "bwrap", train_socket: Path | None = None, seccomp_fd: int | None = None,
+               data_cache: Path | None = None) -> list[str]:
     """The full command: bwrap [namespaces, mounts] -- setpriv [uid] prlimit [limits] -- COMMAND.
 
     train_socket: the host end of this notebook's training-service session, shown at TRAIN_SOCKET
-    (a Unix socket is a file: the network namespace stays empty).
+    (a Unix socket is a file: the network namespace stays empty). data_cache: the grader's decoded
+    copy of the data (reference/datacache.py), shown read-only at DATACACHE.
 
     Not --unshare-all: that also makes a user namespace that maps only uid 0, where setpriv
     cannot switch to the slot's uid. The other namespaces are the same.
@@ -193,6 +201,8 @@ def bwrap_argv(*, workdir: Path, data_dir: Path | None, limits: Limits, slot: in
                 b.args += ["--tmpfs", str(where / hidden)]
     if data_dir is not None:
         b.ro(Path(data_dir).resolve(), DATADIR)
+    if data_cache is not None:
+        b.ro(Path(data_cache).resolve(), DATACACHE)
     b.rw(Path(workdir).resolve(), WORKDIR)
     if train_socket is not None:
         b.rw(Path(train_socket), TRAIN_SOCKET)

@@ -335,6 +335,8 @@ class GraderPlugin(WorkerPlugin):
         self.checked: dict = {}
         self.service = None
         self.service_lock = threading.Lock()
+        self.caches: dict = {}
+        self.caches_lock = threading.Lock()
         self.slots: queue.Queue[int] = queue.Queue()
         self.claims: list[int] = []
         self.problem = None
@@ -408,12 +410,29 @@ class GraderPlugin(WorkerPlugin):
     def _context(self, job: dict, out: Path, stop: threading.Event):
         from grader.grading.pipeline import Context, SetupError
 
-        local = {"out": out, "stop": stop, "threads": self.threads}
+        local = {"out": out, "stop": stop, "threads": self.threads, **self._caches(job)}
         try:
             local["service"] = self._service(job.get("service_options"), job.get("data_dir"))
         except Exception as e:
             raise SetupError(f"the training service did not start: {one_line(e, 200)}") from None
         return Context(**{**job, **local})
+
+    def _caches(self, job: dict) -> dict:
+        """This worker's own decoded data cache and font list, bound once per worker process in the
+        folders the client's paths name (the client's own files may not be on this machine)."""
+        data_cache, font_cache = job.get("data_cache"), job.get("font_cache")
+        if data_cache is None and font_cache is None:
+            return {}
+        key = (str(job.get("data_dir")), str(data_cache), str(font_cache))
+        with self.caches_lock:
+            if key not in self.caches:
+                from grader.grading.caches import prepare_caches
+
+                root = Path(data_cache).parent if data_cache is not None else Path(font_cache).parent
+                found = prepare_caches(job.get("data_dir"), root, data=data_cache is not None,
+                                       say=lambda line: print(f"labgrader (worker {self.address}): {line}", file=sys.stderr))
+                self.caches[key] = {"data_cache": found[0], "font_cache": found[1] if font_cache is not None else None}
+            return self.caches[key]
 
     def _service(self, options, data_dir):
         """This worker's training service, started on first use, closed in teardown."""

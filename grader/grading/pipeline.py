@@ -59,7 +59,11 @@ def stage(name: str):
 
 @dataclass(frozen=True)
 class Context:
-    """Everything one student's grading needs; read-only, shared by the workers."""
+    """Everything one student's grading needs; read-only, shared by the workers.
+
+    data_cache and font_cache are folders of the machine that runs the notebooks (grading/caches.py):
+    a Dask worker binds its own from the paths it receives.
+    """
 
     spec: object
     ref: object
@@ -74,6 +78,8 @@ class Context:
     service_options: object | None = None
     service: object | None = None
     keep_work: bool = False
+    data_cache: Path | None = None
+    font_cache: Path | None = None
 
 
 def resolve_data_dir(args) -> tuple[Path, str]:
@@ -270,7 +276,8 @@ def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
     with stage("copying the submission"):
         notebook = prepare_workdir(sub.path, workdir, answer_files=ctx.spec.answer_files)
     kwargs = dict(limits=ctx.limits, data_dir=ctx.data_dir, preamble=ctx.spec.preamble,
-                  sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop)
+                  sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop,
+                  data_cache=ctx.data_cache, font_cache=ctx.font_cache)
     try:
         with _training_session(ctx, sub.student, slot) as socket_path, stage("executing the notebook"):
             return execute_notebook(notebook, workdir, train_socket=socket_path, **kwargs)

@@ -81,7 +81,8 @@ def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
     """The adapter onto `grade`: grade into a temporary OUT, return (header, the student's result, log).
 
     `grade` gets this command's own flags (they are grade's flags) and runs as from the command
-    line; a submission without a notebook is scored from its answer files (--no-execute).
+    line; a submission without a notebook is scored from its answer files (--no-execute). Each
+    container grades one notebook, which decodes the data faster than a decoded cache is built.
     """
     from grader.lms.lms_in import copy_tree
 
@@ -92,7 +93,8 @@ def grade_submission(submission: Path, args) -> tuple[dict, dict, str]:
         refused = copy_tree(submission, subs / STUDENT)
         has_notebook = any(p.suffix == ".ipynb" for p in (subs / STUDENT).rglob("*") if p.is_file())
         grade_args = argparse.Namespace(**{**vars(args), "submissions": str(subs), "out": str(out),
-                                           "hide_answers": True, "no_execute": not has_notebook})
+                                           "hide_answers": True, "no_execute": not has_notebook,
+                                           "no_data_cache": True})
         code, output = run_grade(grade_args)
         log = "".join(f"labgrader: refused {r.entry}: {r.reason}\n" for r in refused) + output
         if code != 0:
