@@ -1,7 +1,9 @@
 """One self-contained HTML feedback page per student: answers, points, expectations, curves, errors.
 
 The page is templates/feedback.html over plain data (feedback_page); everything a student wrote
-(answers, names, reasons, tracebacks of their code) reaches it as text, escaped there: it is hostile input. The scorer's feedback sentence says why; the artifact's explanation stands in when it is empty.
+(answers, names, reasons, tracebacks of their code) reaches it as text and is made inert and escaped
+there: it is hostile input. The scorer's feedback sentence says why; the artifact's explanation
+stands in when it is empty.
 With hide_answers the page says right or wrong only: no expected value, no scorer sentence
 (it may have been written with the expected value), and the figure shows only the student's
 own choice.
