@@ -1,7 +1,9 @@
 """One self-contained HTML feedback page per student: answers, points, expectations, curves, errors.
 
-Everything a student wrote (answers, names, tracebacks of their code) is escaped: it is hostile
-input. The scorer's feedback sentence says why; the artifact's explanation stands in when it is empty.
+The page is templates/feedback.html over plain data (feedback_page); everything a student wrote
+(answers, names, reasons, tracebacks of their code) reaches it as text and is made inert and escaped
+there: it is hostile input. The scorer's feedback sentence says why; the artifact's explanation
+stands in when it is empty.
 With hide_answers the page says right or wrong only: no expected value, no scorer sentence
 (it may have been written with the expected value), and the figure shows only the student's
 own choice.
@@ -13,7 +15,7 @@ import functools
 import json
 from typing import Any
 
-from grader.reports.htmlkit import esc, img, new_figure, num, page, png_data_uri
+from grader.reports.htmlkit import Figure, new_figure, num, png_data_uri, render
 from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, VARY_WORDS, grid_of, in_set, mean_curves, metric_epoch,
                               question_ref, same, student_choice)
 from grader.execution.traceback_trim import failing_cell
@@ -40,13 +42,24 @@ def render_feedback_html(result: dict, spec, reference, *, hide_answers: bool = 
     executed_notebook: a path or an nbformat notebook to take the failing cell's traceback from;
     by default result["executed"] when the run did not end as "graded".
     """
-    student = str(result.get("student", "?"))
-    parts = [_header(result, spec, student, hide_answers),
-             _status(result, executed_notebook)]
+    return render("feedback.html", page=feedback_page(result, spec, reference, hide_answers=hide_answers,
+                                                      executed_notebook=executed_notebook))
+
+
+def feedback_page(result: dict, spec, reference, *, hide_answers: bool = False, executed_notebook: Any = None) -> dict:
+    """What the page shows, as plain data: numbers formatted, figures as data URIs, student text as it came."""
     questions = result.get("questions") or {}
-    for q in spec.questions:
-        parts.append(_question(q, questions.get(q.id), spec, reference, hide_answers))
-    return page(f"Lab {spec.assignment_id} feedback: {student}", "\n".join(p for p in parts if p))
+    return {
+        "assignment": spec.assignment_id,
+        "assignment_title": spec.title,
+        "student": str(result.get("student", "?")),
+        "score": num(result.get("total", 0)),
+        "max": num(result.get("max", spec.max_points)),
+        "review": bool(result.get("review")),
+        "hidden": hide_answers,
+        "status": _status(result, executed_notebook),
+        "questions": [_question(q, questions.get(q.id), spec, reference, hide_answers) for q in spec.questions],
+    }
 
 
 def optimum_plot(q, entry: dict | None, spec, reference, *, hide_answers: bool) -> dict | None:
@@ -80,81 +93,46 @@ def optimum_plot(q, entry: dict | None, spec, reference, *, hide_answers: bool) 
     }
 
 
-def _header(result: dict, spec, student: str, hide: bool) -> str:
-    total = result.get("total", 0)
-    top = result.get("max", spec.max_points)
-    lines = [f"<h1>Lab {esc(spec.assignment_id)}: {esc(spec.title)}</h1>",
-             f"<p class=\"muted\">Feedback for <strong class=\"student\">{esc(student)}</strong></p>",
-             f"<p class=\"score\">Score: <strong>{esc(num(total))} / {esc(num(top))}</strong></p>"]
-    if result.get("review"):
-        lines.append("<p class=\"review\">Some answers are flagged for manual review: "
-                     "their points are provisional until an instructor checks them.</p>")
-    if hide:
-        lines.append("<p class=\"muted\">Expected answers are hidden: each question says right or wrong only.</p>")
-    return "\n".join(lines)
-
-
-def _status(result: dict, executed_notebook: Any) -> str:
+def _status(result: dict, executed_notebook: Any) -> dict | None:
     status = str(result.get("status", "graded"))
     if status == "graded":
-        return ""
-    reason = result.get("reason") or ""
-    lines = ["<section class=\"box status-bad\" id=\"status\">",
-             f"<h2>Your notebook was not graded normally: {esc(status)}</h2>"]
-    if reason:
-        lines.append(f"<p class=\"reason\">{esc(reason)}</p>")
-    problems = [str(e) for e in result.get("errors") or []]
-    if problems:
-        lines.append("<ul class=\"errors\">" + "".join(f"<li>{esc(e)}</li>" for e in problems) + "</ul>")
+        return None
     source = executed_notebook if executed_notebook is not None else result.get("executed")
     failed = failing_cell(source) if source else None
-    if failed:
-        lines.append(f"<p>It stopped in {esc(failed['label'])} with <code>{esc(failed['ename'])}</code>. "
-                     "The traceback of your code (frames inside libraries hidden):</p>")
-        lines.append(f"<pre class=\"traceback\">{esc(failed['traceback'])}</pre>")
-    lines.append("</section>")
-    return "\n".join(lines)
+    return {
+        "status": status,
+        "reason": str(result.get("reason") or ""),
+        "errors": [str(e) for e in result.get("errors") or []],
+        "failed": {k: str(failed[k]) for k in ("label", "ename", "traceback")} if failed else None,
+    }
 
 
-def _question(q, entry: dict | None, spec, reference, hide: bool) -> str:
+def _question(q, entry: dict | None, spec, reference, hide: bool) -> dict:
     entry = entry or {"points": 0.0, "max": q.points, "verdict": "missing", "answer": None,
                       "expected": None, "feedback": "", "review": False}
     verdict = str(entry.get("verdict", "missing"))
-    css = verdict if verdict in VERDICT_WORDS else "missing"
     qref = question_ref(reference, q.id)
-    lines = [f"<section class=\"box question\" id=\"q-{esc(q.id)}\" data-qid=\"{esc(q.id)}\">",
-             f"<h2><span class=\"qid\">{esc(q.id)}</span> "
-             f"<span class=\"badge v-{css}\">{esc(VERDICT_WORDS.get(verdict, verdict))}</span> "
-             f"<span class=\"points\">{esc(num(entry.get('points', 0)))} / "
-             f"{esc(num(entry.get('max', q.points)))}</span></h2>"]
-    if q.prompt:
-        lines.append(f"<p class=\"prompt muted\">{esc(q.prompt)}</p>")
-    lines.append(f"<p>Your answer:</p><div class=\"answer\">{esc(_show_answer(entry.get('answer')))}</div>")
     feedback = "" if hide else str(entry.get("feedback") or "")
-    if q.kind == "optimum" and "not on the grid" not in feedback:
-        lines.append(_snap_note(entry, qref, spec, q.id))
-    if hide:
-        lines.append(f"<p class=\"feedback\">{esc(HIDDEN_SENTENCES.get(verdict, ''))}</p>")
-    else:
-        lines.append(_expected(q, entry, qref))
-        if feedback:
-            lines.append(f"<p class=\"feedback\">{esc(feedback)}</p>")
-        elif qref.get("explanation"):
-            lines.append(f"<p class=\"why\">Why: {esc(qref['explanation'])}</p>")
-    if q.kind == "optimum":
-        plot = optimum_plot(q, entry, spec, reference, hide_answers=hide)
-        if plot:
-            lines.append(_figure(plot))
-    if entry.get("review"):
-        lines.append("<p class=\"review\">Flagged for manual review: these points are provisional "
-                     "until an instructor checks this answer.</p>")
+    plot = optimum_plot(q, entry, spec, reference, hide_answers=hide) if q.kind == "optimum" else None
     override = entry.get("override")
-    if isinstance(override, dict):
-        comment = str(override.get("comment") or "")
-        lines.append(f"<p class=\"override\">Points set by your instructor: {esc(num(override.get('points')))}"
-                     f"{' — ' + esc(comment) if comment else ''}</p>")
-    lines.append("</section>")
-    return "\n".join(line for line in lines if line)
+    return {
+        "id": q.id,
+        "verdict_css": verdict if verdict in VERDICT_WORDS else "missing",
+        "verdict_words": VERDICT_WORDS.get(verdict, verdict),
+        "points": num(entry.get("points", 0)),
+        "max": num(entry.get("max", q.points)),
+        "prompt": q.prompt or "",
+        "answer": _show_answer(entry.get("answer")),
+        "snap": _snap_note(entry, qref, spec, q.id) if q.kind == "optimum" and "not on the grid" not in feedback else None,
+        "hidden_sentence": HIDDEN_SENTENCES.get(verdict, "") if hide else "",
+        "expected": None if hide else _expected(q, entry, qref),
+        "feedback": feedback,
+        "why": "" if hide or feedback else str(qref.get("explanation") or ""),
+        "figure": _figure(plot) if plot else None,
+        "review": bool(entry.get("review")),
+        "override": ({"points": num(override.get("points")), "comment": str(override.get("comment") or "")}
+                     if isinstance(override, dict) else None),
+    }
 
 
 def _show_answer(answer: Any) -> str:
@@ -173,52 +151,50 @@ def _show_answer(answer: Any) -> str:
     return text
 
 
-def _snap_note(entry: dict, qref: dict, spec, qid: str) -> str:
+def _snap_note(entry: dict, qref: dict, spec, qid: str) -> dict | None:
     answer = entry.get("answer")
     if answer is None or (isinstance(answer, str) and not answer.strip()):
-        return ""
+        return None
     choice = student_choice(answer, grid_of(qref, spec, qid), spec.snap)
     if choice is None:
-        return "<p class=\"snap\">Your answer could not be read as a number.</p>"
+        return {"unreadable": True}
     if not choice["snapped"]:
-        return ""
-    scale = " (in log scale)" if spec.snap == "log" and choice["value"] > 0 else ""
-    return (f"<p class=\"snap\">{esc(num(choice['value']))} is not on the grid of the sweep; it was graded as "
-            f"{esc(num(choice['grid_value']))}, the nearest grid value{scale}.</p>")
+        return None
+    return {"unreadable": False, "value": num(choice["value"]), "grid_value": num(choice["grid_value"]),
+            "log_scale": spec.snap == "log" and choice["value"] > 0}
 
 
-def _expected(q, entry: dict, qref: dict) -> str:
+def _expected(q, entry: dict, qref: dict) -> dict | None:
     expected = entry.get("expected")
     if q.kind == "optimum":
         tie = expected if isinstance(expected, list) and expected else qref.get("tie_set") or []
         if not tie:
-            return ""
+            return None
         best = qref.get("best")
-        best_txt = f" (best: {esc(num(float(best)))})" if best is not None else ""
-        return (f"<p class=\"expected\"><strong>Expected:</strong> a value in the tie set "
-                f"{{{esc(', '.join(num(float(t)) for t in tie))}}}{best_txt}.</p>")
+        return {"kind": "optimum", "tie_set": "{" + ", ".join(num(float(t)) for t in tie) + "}",
+                "best": num(float(best)) if best is not None else ""}
     if q.kind == "yesno":
         truth = expected if isinstance(expected, bool) else qref.get("truth")
         if not isinstance(truth, bool):
-            return ""
-        return f"<p class=\"expected\"><strong>Expected:</strong> {'yes' if truth else 'no'}, with a reason.</p>"
-    return ""
+            return None
+        return {"kind": "yesno", "truth": "yes" if truth else "no"}
+    return None
 
 
-def _figure(plot: dict) -> str:
+def _figure(plot: dict) -> Figure:
     """The curves travel as [value, curve] pairs: JSON would turn their float keys into strings."""
     return _figure_cached(json.dumps({**plot, "curves": list(plot["curves"].items())}, sort_keys=True, default=str))
 
 
 @functools.lru_cache(maxsize=512)
-def _figure_cached(plot_json: str) -> str:
+def _figure_cached(plot_json: str) -> Figure:
     """A class shares a handful of (question, choice) figures: each is drawn once per process."""
     plot = json.loads(plot_json)
     plot["curves"] = {value: curve for value, curve in plot["curves"]}
     return _draw_figure(plot)
 
 
-def _draw_figure(plot: dict) -> str:
+def _draw_figure(plot: dict) -> Figure:
     """The curves of the student's choice (and, unless hidden, of the best value) beside the sweep's table."""
     key = METRIC_CURVE.get(plot["metric"], "acc")
     curve_words = CURVE_WORDS[key]
@@ -241,7 +217,7 @@ def _draw_figure(plot: dict) -> str:
     if plot["table"]:
         caption += (f" {'Right' if plot['curves'] else 'The figure'}: mean {metric_words} per {vary_words}, "
                     f"± {num(plot['z'])} standard errors; green points form the tie set, the ring is your choice.")
-    return img(uri, f"learning curves: {shown}" if shown else f"{metric_words} per {vary_words}", caption.strip())
+    return Figure(uri, f"learning curves: {shown}" if shown else f"{metric_words} per {vary_words}", caption.strip())
 
 
 def _draw_curves(ax, plot: dict, curve_words: str, vary_words: str) -> None:

@@ -1,51 +1,43 @@
-"""Shared pieces of the self-contained HTML reports: page frame, escaping, numbers, embedded PNGs.
+"""What the static reports share: their templates, numbers as people read them, figures as data URIs.
 
-Reports are opened from a mail attachment or an LMS upload, so they carry their CSS and
-images inline and a Content-Security-Policy that forbids scripts and any network access.
+Reports are opened from a mail attachment or an LMS upload, so they carry their CSS and images inline
+and a Content-Security-Policy that forbids scripts and any network access (templates/base.html).
+The Python side hands the templates plain data; all markup, and all escaping, is the templates'.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+from grader.common.templating import environment
 
-CSS = """
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 60rem;
-       padding: 0 1rem; color: #1d2430; line-height: 1.45; }
-h1 { font-size: 1.5rem; margin-bottom: .2rem; }
-h2 { font-size: 1.15rem; margin: 0 0 .4rem 0; }
-.muted { color: #5c6778; }
-.box { border: 1px solid #d5dbe3; border-radius: 6px; padding: .8rem 1rem; margin: 1rem 0; }
-.status-bad { border-color: #d9534f; background: #fdf3f2; }
-.badge { display: inline-block; padding: .05rem .5rem; border-radius: 999px; font-size: .85rem; font-weight: 600; }
-.v-right { background: #dff3e4; color: #1e6b34; }
-.v-partly { background: #fff2d6; color: #7a5300; }
-.v-wrong { background: #fbe1e0; color: #8c211d; }
-.v-review { background: #e3ebfb; color: #1f4a94; }
-.v-missing { background: #eceff3; color: #4a5361; }
-.answer { white-space: pre-wrap; overflow-wrap: anywhere; background: #f6f8fa; border-left: 3px solid #c5ccd6;
-          padding: .4rem .7rem; margin: .3rem 0; }
-.review { color: #1f4a94; }
-.override { color: #5b3a8c; }
-pre.traceback { background: #1f2329; color: #e6e6e6; padding: .7rem; overflow-x: auto; font-size: .82rem;
-                white-space: pre-wrap; overflow-wrap: anywhere; }
-table { border-collapse: collapse; margin: .5rem 0; }
-th, td { border: 1px solid #d5dbe3; padding: .2rem .55rem; text-align: left; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; }
-figure { margin: .6rem 0; }
-figcaption { font-size: .85rem; color: #5c6778; }
-"""
+TEMPLATES = Path(__file__).with_name("templates")
 
 
-def esc(value: Any) -> str:
-    """Escape anything for HTML text or a quoted attribute; student text is hostile input."""
-    return html.escape(str(value), quote=True)
+@dataclass(frozen=True)
+class Figure:
+    """An embedded image: src is a data: URI, alt and caption plain text."""
+
+    src: str
+    alt: str
+    caption: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    """Built once per process: a class's pages then share the compiled templates (the environment is never changed)."""
+    return environment(TEMPLATES, strict=True)
+
+
+def render(template: str, **data: Any) -> str:
+    """A report page from its template and plain data."""
+    return _environment().get_template(template).render(**data)
 
 
 def num(value: Any) -> str:
@@ -65,22 +57,12 @@ def num(value: Any) -> str:
     return str(value)
 
 
-def page(title: str, body: str) -> str:
-    """A complete HTML document around body (already escaped markup)."""
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
 def new_figure(width: float, height: float):
     """A matplotlib Figure on the Agg canvas, without pyplot, so no global backend state is touched."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure as MplFigure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = MplFigure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -90,8 +72,3 @@ def png_data_uri(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def img(uri: str, alt: str, caption: str = "") -> str:
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f"<figure><img src=\"{uri}\" alt=\"{esc(alt)}\">{cap}</figure>"

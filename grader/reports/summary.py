@@ -1,7 +1,7 @@
 """The class report: score distribution, per-question outcomes and answer choices, review queue, look-alikes.
 
 class_summary returns plain JSON-ready data (OUT/summary.json); render_summary_html draws the same
-numbers (OUT/summary.html). Every number cell of the HTML carries the JSON path it shows
+numbers (OUT/summary.html, templates/summary.html over summary_page's plain data). Every number cell of the HTML carries the JSON path it shows
 (data-key, a JSON path with / between keys), so the two cannot drift apart unnoticed.
 """
 
@@ -11,7 +11,7 @@ import math
 import statistics
 from typing import Any, Iterable
 
-from grader.reports.htmlkit import esc, img, new_figure, num, page, png_data_uri
+from grader.reports.htmlkit import Figure, new_figure, num, png_data_uri, render
 from grader.reports.refcurves import grid_of, in_set, question_ref, same, student_choice
 from grader.assessment.similarity import MEASURE, MIN_WORDS, copy_threshold, similar_pairs
 
@@ -44,10 +44,27 @@ def class_summary(results: Iterable[dict], spec, reference, *, similarity_thresh
 
 def render_summary_html(summary: dict, *, title: str | None = None) -> str:
     """The class report page: histogram, tables, answer-distribution charts, review queue, look-alikes."""
+    return render("summary.html", page=summary_page(summary, title=title))
+
+
+def summary_page(summary: dict, *, title: str | None = None) -> dict:
+    """What the page shows, as plain data: each number formatted beside its JSON path, figures as data URIs."""
     title = title or f"Lab {summary.get('assignment', '')}: {summary.get('title', '')} — class report"
-    parts = [f"<h1>{esc(title)}</h1>", _scores_html(summary), _status_html(summary),
-             _questions_html(summary), _review_html(summary), _similar_html(summary)]
-    return page(title, "\n".join(parts))
+    return {
+        "title": title,
+        "scores": _scores_part(summary),
+        "status": [{"name": k, "cell": _cell(v, f"status/{k}")} for k, v in summary["status"].items()],
+        "verdicts": VERDICTS,
+        "questions": [{"id": qid, "kind": q["kind"], "cells": _question_cells(qid, q)}
+                      for qid, q in summary["questions"].items()],
+        "distributions": [_distribution_part(qid, q["answers"]) for qid, q in summary["questions"].items()
+                          if "answers" in q],
+        "review": [{"student": r["student"], "questions": ", ".join(r["questions"])} for r in summary["review"]],
+        "similarity": {"measure": summary["similarity"]["measure"], "threshold": num(summary["similarity"]["threshold"]),
+                       "min_words": num(summary["similarity"]["min_words"])},
+        "similar": [{"question": p["question"], "student_a": p["student_a"], "student_b": p["student_b"],
+                     "cell": _cell(p["score"], f"similar/{i}/score")} for i, p in enumerate(summary["similar"])],
+    }
 
 
 # numbers --------------------------------------------------------------------------------------
@@ -126,92 +143,51 @@ def _answer_distribution(q, entries: list[dict], spec, reference) -> dict:
             "grid": rows, "unanswered": unanswered, "unreadable": unreadable, "snapped": snapped}
 
 
-# html -----------------------------------------------------------------------------------------
+# page -----------------------------------------------------------------------------------------
 
-def _cell(value: Any, key: str) -> str:
-    return f"<td class=\"num\" data-key=\"{esc(key)}\">{esc(num(value))}</td>"
+def _cell(value: Any, key: str) -> dict:
+    return {"text": num(value), "key": key}
 
 
-def _scores_html(summary: dict) -> str:
+def _scores_part(summary: dict) -> dict:
     s = summary["scores"]
-    head = "".join(f"<th class=\"num\">{h}</th>" for h in ("submissions", "mean", "median", "min", "max", "out of"))
-    cells = "".join(_cell(s[k], f"scores/{k}") for k in ("count", "mean", "median", "min", "max"))
-    cells += _cell(summary["max"], "max")
-    parts = ["<section id=\"scores\"><h2>Scores</h2>",
-             f"<table><tr>{head}</tr><tr>{cells}</tr></table>"]
     hist = s["histogram"]
-    if s["count"]:
-        parts.append(img(_histogram_png(hist), "score histogram",
-                         "Submissions per score bin (each bin includes its left edge; the last also its right)."))
-    rows = "".join(f"<tr><td>{esc(num(lo))}–{esc(num(hi))}</td>{_cell(c, f'scores/histogram/counts/{i}')}</tr>"
-                   for i, (lo, hi, c) in enumerate(zip(hist["edges"], hist["edges"][1:], hist["counts"])))
-    parts.append(f"<table class=\"histogram\"><tr><th>score</th><th class=\"num\">submissions</th></tr>{rows}</table>")
-    parts.append("</section>")
-    return "\n".join(parts)
+    figure = (Figure(_histogram_png(hist), "score histogram",
+                     "Submissions per score bin (each bin includes its left edge; the last also its right).")
+              if s["count"] else None)
+    return {
+        "cells": [_cell(s[k], f"scores/{k}") for k in ("count", "mean", "median", "min", "max")]
+                 + [_cell(summary["max"], "max")],
+        "figure": figure,
+        "bins": [{"range": f"{num(lo)}–{num(hi)}", "cell": _cell(c, f"scores/histogram/counts/{i}")}
+                 for i, (lo, hi, c) in enumerate(zip(hist["edges"], hist["edges"][1:], hist["counts"]))],
+    }
 
 
-def _status_html(summary: dict) -> str:
-    rows = "".join(f"<tr><td>{esc(k)}</td>{_cell(v, f'status/{k}')}</tr>" for k, v in summary["status"].items())
-    return (f"<section id=\"status\"><h2>Outcomes</h2><table><tr><th>status</th><th class=\"num\">submissions</th></tr>"
-            f"{rows}</table></section>")
+def _question_cells(qid: str, q: dict) -> list[dict]:
+    key = f"questions/{qid}"
+    return ([_cell(q["n"], f"{key}/n"), _cell(q["points_mean"], f"{key}/points_mean"), _cell(q["max"], f"{key}/max")]
+            + [_cell(q["verdicts"].get(v, 0), f"{key}/verdicts/{v}") for v in VERDICTS]
+            + [_cell(q["overridden"], f"{key}/overridden")])
 
 
-def _questions_html(summary: dict) -> str:
-    head = ("<tr><th>question</th><th>kind</th><th class=\"num\">n</th><th class=\"num\">mean points</th>"
-            "<th class=\"num\">max</th>" + "".join(f"<th class=\"num\">{v}</th>" for v in VERDICTS)
-            + "<th class=\"num\">overridden</th></tr>")
-    rows = []
-    for qid, q in summary["questions"].items():
-        key = f"questions/{qid}"
-        rows.append(f"<tr data-qid=\"{esc(qid)}\"><td>{esc(qid)}</td><td>{esc(q['kind'])}</td>"
-                    + _cell(q["n"], f"{key}/n") + _cell(q["points_mean"], f"{key}/points_mean")
-                    + _cell(q["max"], f"{key}/max")
-                    + "".join(_cell(q["verdicts"].get(v, 0), f"{key}/verdicts/{v}") for v in VERDICTS)
-                    + _cell(q["overridden"], f"{key}/overridden") + "</tr>")
-    parts = ["<section id=\"questions\"><h2>Questions</h2>", f"<table>{head}{''.join(rows)}</table>"]
-    for qid, q in summary["questions"].items():
-        if "answers" in q:
-            parts.append(_distribution_html(qid, q["answers"]))
-    parts.append("</section>")
-    return "\n".join(parts)
-
-
-def _distribution_html(qid: str, a: dict) -> str:
+def _distribution_part(qid: str, a: dict) -> dict:
     key = f"questions/{qid}/answers"
-    rows = "".join(
-        f"<tr><td>{esc(num(r['value']))}</td>{_cell(r['count'], f'{key}/grid/{i}/count')}"
-        f"<td>{'in the tie set' if r['in_tie_set'] else ''}{' (best)' if r['best'] else ''}</td></tr>"
-        for i, r in enumerate(a["grid"]))
-    extra = "".join(f"<tr><td>{label}</td>{_cell(a[k], f'{key}/{k}')}<td></td></tr>"
-                    for k, label in (("unanswered", "not answered"), ("unreadable", "not a number"),
-                                     ("snapped", "of them snapped to the grid")))
-    chart = img(_distribution_png(qid, a), f"answers to {qid}",
-                "Answers per grid value after snapping; green bars and labels are the tie set, the outlined bar the best.") if a["grid"] else ""
-    return (f"<div class=\"box distribution\" data-qid=\"{esc(qid)}\"><h3>{esc(qid)}: choices of "
-            f"{esc(a['vary'])} ({esc(a['metric'])})</h3>{chart}"
-            f"<table><tr><th>{esc(a['vary'])}</th><th class=\"num\">students</th><th></th></tr>{rows}{extra}</table></div>")
-
-
-def _review_html(summary: dict) -> str:
-    if not summary["review"]:
-        return "<section id=\"review\"><h2>Flagged for review</h2><p>None.</p></section>"
-    rows = "".join(f"<tr><td>{esc(r['student'])}</td><td>{esc(', '.join(r['questions']))}</td></tr>"
-                   for r in summary["review"])
-    return (f"<section id=\"review\"><h2>Flagged for review ({len(summary['review'])})</h2>"
-            f"<table><tr><th>student</th><th>questions</th></tr>{rows}</table></section>")
-
-
-def _similar_html(summary: dict) -> str:
-    sim = summary["similarity"]
-    how = (f"<p class=\"muted\">{esc(sim['measure'])}; pairs at or above {esc(num(sim['threshold']))}, "
-           f"answers of at least {esc(num(sim['min_words']))} words. A hint for a human, not a verdict.</p>")
-    if not summary["similar"]:
-        return f"<section id=\"similar\"><h2>Near-duplicate answers</h2>{how}<p>None.</p></section>"
-    rows = "".join(f"<tr><td>{esc(p['question'])}</td><td>{esc(p['student_a'])}</td><td>{esc(p['student_b'])}</td>"
-                   f"{_cell(p['score'], f'similar/{i}/score')}</tr>" for i, p in enumerate(summary["similar"]))
-    return (f"<section id=\"similar\"><h2>Near-duplicate answers ({len(summary['similar'])})</h2>{how}"
-            f"<table><tr><th>question</th><th>student</th><th>student</th><th class=\"num\">similarity</th></tr>"
-            f"{rows}</table></section>")
+    figure = (Figure(_distribution_png(qid, a), f"answers to {qid}",
+                     "Answers per grid value after snapping; green bars and labels are the tie set, the outlined bar the best.")
+              if a["grid"] else None)
+    return {
+        "id": qid,
+        "vary": a["vary"],
+        "metric": a["metric"],
+        "figure": figure,
+        "rows": [{"value": num(r["value"]), "cell": _cell(r["count"], f"{key}/grid/{i}/count"),
+                  "note": ("in the tie set" if r["in_tie_set"] else "") + (" (best)" if r["best"] else "")}
+                 for i, r in enumerate(a["grid"])],
+        "extra": [{"label": label, "cell": _cell(a[k], f"{key}/{k}")}
+                  for k, label in (("unanswered", "not answered"), ("unreadable", "not a number"),
+                                   ("snapped", "of them snapped to the grid"))],
+    }
 
 
 def _histogram_png(hist: dict) -> str:

@@ -1,0 +1,116 @@
+"""The static reports (feedback pages, summary.html) in a real browser: Playwright driving Debian's
+chromium over file:// URLs, as a student or instructor opens them from a download.
+
+Run alone with `pytest -m browser`. chromium comes from apt (scripts/bootstrap.sh installs it);
+Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.reports.report import write_class_report, write_feedback
+from report_hostile import BIDI_SHOWN, COPIER, CONTROLS_SHOWN, HOSTILE, NAME_SHOWN, hostile_notebook, hostile_results
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert os.access(CHROMIUM, os.X_OK), "the browser tests need Debian's chromium: apt-get install chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def out(sp, ref, tmp_path_factory) -> Path:
+    """An OUT/ folder as `grade` writes it: a feedback page per hostile student (one with its failed
+    notebook at hand) and the class report."""
+    out = tmp_path_factory.mktemp("out")
+    results = hostile_results(sp, ref)
+    (out / "executed").mkdir()
+    nbformat.write(hostile_notebook(), str(out / "executed" / "failed.ipynb"))
+    results[2]["executed"] = "executed/failed.ipynb"
+    for r in results:
+        write_feedback(out, r, sp, False, ref)
+    write_class_report(out, results, sp, ref)
+    return out
+
+
+def _visit(browser, path: Path):
+    """Open a report from disk; -> (page, context, what happened): dialogs, page errors, requests."""
+    context = browser.new_context()
+    page = context.new_page()
+    seen = {"dialogs": [], "errors": [], "requests": []}
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    context.on("request", lambda r: seen["requests"].append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    for y in range(0, 2000, 200):
+        page.mouse.move(300, y)
+    page.mouse.click(300, 300)
+    return page, context, seen
+
+
+def _assert_nothing_ran(page, seen) -> None:
+    assert page.evaluate("window.__pwned === undefined")
+    assert page.evaluate("document.scripts.length") == 0
+    assert page.locator("#jslink, #bold, iframe, svg, a").count() == 0
+    assert seen["dialogs"] == [] and seen["errors"] == []
+    foreign = [u for u in seen["requests"] if not u.startswith(("file://", "data:"))]
+    assert foreign == []
+
+
+def _assert_figures_load(page, at_least: int) -> None:
+    figures = page.evaluate("""() => Array.from(document.images, i =>
+        ({src: i.src.slice(0, 22), complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))""")
+    assert len(figures) >= at_least
+    for f in figures:
+        assert f["src"] == "data:image/png;base64," and f["complete"] and f["width"] > 0 and f["height"] > 0, f
+
+
+def test_feedback_pages_run_nothing_show_the_text_and_load_their_figures(browser, out, sp):
+    pages = sorted((out / "feedback").glob("*.html"))
+    assert len(pages) == 3
+    shown = {}
+    for path in pages:
+        page, context, seen = _visit(browser, path)
+        _assert_nothing_ran(page, seen)
+        text = page.inner_text("body")
+        shown[path.name] = text
+        if NAME_SHOWN in text:
+            assert HOSTILE[0] in text and HOSTILE[1] in text and HOSTILE[2] in text and HOSTILE[3] in text
+            assert BIDI_SHOWN in text and CONTROLS_SHOWN in text
+            assert "Instructor quoting you: " + HOSTILE[1] in text
+            assert "second line <script>window.__pwned = 7</script>\n" in page.inner_text("#q-ex2\\.c .answer")
+            _assert_figures_load(page, at_least=1)
+        if "not graded normally" in text:
+            assert f"raised {HOSTILE[1]} {BIDI_SHOWN}" in text
+            assert f"s = '{HOSTILE[0]}'" in page.inner_text("pre.traceback")
+        context.close()
+    assert sum(NAME_SHOWN in t for t in shown.values()) == 1
+    assert sum(COPIER in t for t in shown.values()) == 1
+    assert sum("not graded normally" in t for t in shown.values()) == 1
+
+
+def test_summary_page_runs_nothing_shows_the_names_and_loads_its_figures(browser, out, sp):
+    page, context, seen = _visit(browser, out / "summary.html")
+    _assert_nothing_ran(page, seen)
+    review = page.inner_text("#review")
+    assert NAME_SHOWN in review and COPIER in review
+    similar = page.inner_text("#similar")
+    assert NAME_SHOWN in similar and COPIER in similar
+    _assert_figures_load(page, at_least=1 + sum(q.kind == "optimum" for q in sp.questions))
+    context.close()
