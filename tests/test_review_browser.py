@@ -259,7 +259,7 @@ def test_decide_everything_publish_and_export_without_executing(browser, serve, 
                            "--dest", str(tmp_path / "canvas.csv")], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     canvas = (tmp_path / "canvas.csv").read_text()
-    assert f"eve" in canvas and rows["eve"]["total"] in canvas
+    assert "eve" in canvas and rows["eve"]["total"] in canvas
     assert {p.name: p.read_bytes() for p in (out / ".state").iterdir()} == state_before
     assert {p.name: p.stat().st_mtime_ns for p in (out / "executed").iterdir()} == executed_before
     assert decisions == sum(1 for line in (out / "review" / "decisions.jsonl").read_text().splitlines())
