@@ -25,7 +25,7 @@ command -v bwrap >/dev/null 2>&1 ||
 ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null ||
   apt_install libseccomp2 "the sandbox's seccomp filter, through pyseccomp" "or grade trusted notebooks with --no-sandbox"
 [ -x /usr/bin/chromium ] ||
-  apt_install chromium "the browser tests of labgrader review drive it through Playwright"
+  apt_install chromium "the browser tests (labgrader review, the feedback and summary pages) drive it through Playwright"
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV (it sees the system's packages, so an installed torch is reused)"
