@@ -12,30 +12,45 @@ SMALL_TRAIN = 3000
 SMALL_TEST = 500
 
 
+def _private_folder(tmp_path_factory, variable: str, name: str):
+    """A fresh folder named by an environment variable for this test session; the old value after it."""
+    path = tmp_path_factory.mktemp(name)
+    old = os.environ.get(variable)
+    os.environ[variable] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def train_memo(tmp_path_factory):
     """The training service's memo for this test session, never the user's own."""
-    path = tmp_path_factory.mktemp("train-memo")
-    old = os.environ.get("LABGRADER_TRAIN_CACHE")
-    os.environ["LABGRADER_TRAIN_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("LABGRADER_TRAIN_CACHE", None)
-    else:
-        os.environ["LABGRADER_TRAIN_CACHE"] = old
+    yield from _private_folder(tmp_path_factory, "LABGRADER_TRAIN_CACHE", "train-memo")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def data_cache_root(tmp_path_factory):
     """Where `grade` keeps the decoded data and font list in this test session, never the user's own."""
-    path = tmp_path_factory.mktemp("data-cache")
-    old = os.environ.get("LABGRADER_DATA_CACHE")
-    os.environ["LABGRADER_DATA_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("LABGRADER_DATA_CACHE", None)
-    else:
-        os.environ["LABGRADER_DATA_CACHE"] = old
+    yield from _private_folder(tmp_path_factory, "LABGRADER_DATA_CACHE", "data-cache")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright (its own browser download cannot work here)."""
+    from playwright.sync_api import sync_playwright
+
+    assert os.access(CHROMIUM, os.X_OK), "the browser tests need Debian's chromium: apt-get install chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")
