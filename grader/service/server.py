@@ -101,9 +101,8 @@ class TrainingService:
             else:
                 engine = open_engine(self.options, self.data_dir, all_waiting=self._all_waiting)
                 batcher, info = engine.batcher, engine.hello()
-                self.memo = batcher.memo
             self.fingerprint, self.input_dim, self.classes = (info[k] for k in ("fingerprint", "input_dim", "classes"))
-            self.threads, self.data_kind = info["threads"], info["data_kind"]
+            self.threads = info["threads"]
             self.info, self.batcher = info, batcher
         except UserError as e:
             self.failed = str(e)
