@@ -160,8 +160,8 @@ def note(line: str) -> None:
     print(f"fmnist_utils: {line}", file=sys.stderr)
 
 
-def train_remote(loss, model, data, optim, batch_size, n_epochs, device=None) -> dict | None:
-    """The history after the service trained this call, or None to train locally (reason on stderr).
+def train_remote(loss, model, data, optim, batch_size, n_epochs, device=None) -> dict | str:
+    """The history after the service trained this call, or why it trains locally (also said on stderr).
 
     device: where local training would have left the model (the kit's device); the answer is loaded there.
 
@@ -169,8 +169,7 @@ def train_remote(loss, model, data, optim, batch_size, n_epochs, device=None) ->
     """
     reason = why_local(loss, model, data, optim, batch_size, n_epochs)
     if reason:
-        note(f"training in the notebook: {reason}")
-        return None
+        return _local(reason)
     params = list(model.parameters())
     g = optim.param_groups[0]
     header, tensors = build(data=_given["fingerprint"], lr=g["lr"], momentum=g["momentum"], batch_size=batch_size,
@@ -178,16 +177,13 @@ def train_remote(loss, model, data, optim, batch_size, n_epochs, device=None) ->
     try:
         parse(header, tensors, input_dim=params[0].shape[1], classes=10)
     except RequestError as e:
-        note(f"training in the notebook: beyond what the service trains ({e})")
-        return None
+        return _local(f"beyond what the service trains ({e})")
     try:
         answer_header, answer_tensors = exchange(header, tensors, hidden=params[0].shape[0], input_dim=params[0].shape[1])
     except (OSError, EOFError, wire.WireError) as e:
-        note(f"training in the notebook: the training service is not reachable ({e})")
-        return None
+        return _local(f"the training service is not reachable ({e})")
     if not answer_header.get("ok"):
-        note(f"training in the notebook: {answer_header.get('reason')}")
-        return None
+        return _local(str(answer_header.get("reason")))
     try:
         answer = TrainAnswer.from_frame(answer_header, answer_tensors)
     except RequestError as e:
@@ -195,6 +191,11 @@ def train_remote(loss, model, data, optim, batch_size, n_epochs, device=None) ->
     _load(answer, model, optim, params, device)
     note(f"{n_epochs} epoch(s) trained by labgrader's training service ({answer_header.get('served', 'trained')})")
     return {k: list(answer.history[k]) for k in ("acc", "test_acc", "loss", "test_loss")}
+
+
+def _local(reason: str) -> str:
+    note(f"training in the notebook: {reason}")
+    return reason
 
 
 def exchange(header: dict, tensors: dict, *, hidden: int, input_dim: int, path: str | None = None) -> tuple[dict, dict]:

@@ -117,6 +117,8 @@ class Spec:
     questions: tuple[Question, ...] = field(default=())
     group_threshold: float = 0.6
     copy_threshold: float = 0.9
+    own_runs_fraction: float = 0.5
+    flag_untried: bool = True
 
     def configs(self) -> list[Config]:
         """Every grid point of every sweep, each once, in sweep order."""
@@ -278,7 +280,7 @@ def load_spec(path: str | Path | None = None) -> Spec:
         t = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"spec: {path.name} is not valid TOML: {e}")
-    _only(t, {"assignment", "model", "training", "sweeps", "scoring", "questions", "similarity"}, "top level")
+    _only(t, {"assignment", "model", "training", "sweeps", "scoring", "questions", "similarity", "evidence"}, "top level")
     a = _need(t, "assignment", dict, "top level")
     _only(a, {"id", "title", "answer_files", "preamble"}, "assignment")
     m = _need(t, "model", dict, "top level")
@@ -315,6 +317,7 @@ def load_spec(path: str | Path | None = None) -> Spec:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise UserError(f"spec: similarity.{key}: must be a number in (0, 1], got {v!r}")
         thresholds[f"{key}_threshold"] = float(v)
+    evidence = _evidence(t.get("evidence", {}))
     questions = tuple(_question(i, q, sweeps, files) for i, q in enumerate(_need(t, "questions", list, "top level")))
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
@@ -338,8 +341,25 @@ def load_spec(path: str | Path | None = None) -> Spec:
         snap=snap,
         questions=questions,
         **thresholds,
+        **evidence,
         **dims,
     )
+
+
+def _evidence(ev) -> dict:
+    """The evidence rules (grader/assessment/evidence.py): the points fraction for an answer that is the best of
+    the student's own complete runs but outside the reference's tie set (0: off), and whether an answer for a
+    value the notebook never trained is flagged for review."""
+    if not isinstance(ev, dict):
+        raise UserError("spec: evidence: expected a table")
+    _only(ev, {"own_runs_fraction", "flag_untried"}, "evidence")
+    fraction = ev.get("own_runs_fraction", 0.5)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise UserError(f"spec: evidence.own_runs_fraction: must be a number from 0 to 1, got {fraction!r}")
+    flag = ev.get("flag_untried", True)
+    if not isinstance(flag, bool):
+        raise UserError(f"spec: evidence.flag_untried: must be true or false, got {flag!r}")
+    return {"own_runs_fraction": float(fraction), "flag_untried": flag}
 
 
 def hyperparameter_value(name: str | None, value):

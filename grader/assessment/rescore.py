@@ -22,7 +22,8 @@ def rescore(result: dict, spec, ref, *, hide: bool = False) -> dict:
     for name in spec.answer_files:
         entry = stored.get(name)
         files[name] = parse_answers(name, entry) if isinstance(entry, dict) else entry
-    scored = score_answers(spec, ref, files, hide=hide)
+    summary = result.get("runs_summary") if isinstance(result.get("runs_summary"), dict) else {}
+    scored = score_answers(spec, ref, files, hide=hide, runs=result.get("runs"), evidence_source=summary.get("evidence"))
     return {**result, "questions": scored["questions"], "total": scored["total"], "max": scored["max"],
             "review": scored["review"]}
 

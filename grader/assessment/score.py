@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from grader.assessment.evidence import counted_runs, optimum_evidence, yesno_evidence
 from grader.assessment.validate import Answer
 from grader.common.names import display
 from reference.spec import hyperparameter_value
@@ -35,12 +36,16 @@ MAX_DEPTH = 20
 REVIEW_NOTE = "provisional until an instructor reviews it"
 
 
-def score_answers(spec, ref, files: dict[str, dict[str, Answer] | str | None], *, hide: bool = False) -> dict:
+def score_answers(spec, ref, files: dict[str, dict[str, Answer] | str | None], *, hide: bool = False,
+                  runs: list[dict] | None = None, evidence_source: str | None = None) -> dict:
     """Every spec question scored: {"questions": {qid: result}, "total", "max", "review"}.
 
     files maps an answer file name to its parsed answers, or to a one-line reason it could not
-    be used (not written, not JSON ...), or None when it was not written.
+    be used (not written, not JSON ...), or None when it was not written. runs: the student's runs
+    record (grader/assessment/runs.py); evidence_source: which of its sources counts as evidence
+    ("service" under grade), None for no evidence and no evidence rule.
     """
+    counted = counted_runs(spec, runs, evidence_source)
     questions = {}
     for q in spec.questions:
         entry = files.get(q.file)
@@ -49,7 +54,7 @@ def score_answers(spec, ref, files: dict[str, dict[str, Answer] | str | None], *
         else:
             answer, absent = None, entry or f"{q.file} was not written"
         questions[q.id] = score_question(q, answer, ref.question(q.id), spec=spec, provenance=ref.provenance,
-                                         hide=hide, absent=absent)
+                                         hide=hide, absent=absent, counted=counted, source=evidence_source)
     return {
         "questions": questions,
         "total": _round(sum(r["points"] for r in questions.values())),
@@ -59,8 +64,27 @@ def score_answers(spec, ref, files: dict[str, dict[str, Answer] | str | None], *
 
 
 def score_question(q, answer: Answer | None, ref_q: dict, *, spec, provenance: dict, hide: bool = False,
-                   absent: str | None = None) -> dict:
-    """One question's points, verdict, answer as given, expected value and feedback sentence."""
+                   absent: str | None = None, counted: dict | None = None, source: str | None = None) -> dict:
+    """One question's points, verdict, answer as given, expected value and feedback sentence; with the
+    student's counted runs (evidence.counted_runs), its evidence and the spec's evidence rules applied."""
+    result = _score_question(q, answer, ref_q, spec=spec, provenance=provenance, hide=hide, absent=absent)
+    if counted is None or not (q.kind == "optimum" or (q.kind == "yesno" and q.truth)):
+        result["evidence"], result["evidence_rule"] = None, None
+        return result
+    usable = answer is not None and answer.answered and not answer.error
+    if q.kind == "optimum":
+        index = snap(float(answer.value), [float(g) for g in ref_q["grid"]], spec.snap)[0] if usable else None
+        ev = optimum_evidence(q, spec, counted, source, index)
+    else:
+        ev = yesno_evidence(q, spec, counted, source, answer.value.yes if usable else None)
+    result["evidence"], result["evidence_rule"] = ev, None
+    if usable:
+        _apply_evidence_rules(q, result, ev, spec, ref_q, provenance, hide)
+    return result
+
+
+def _score_question(q, answer: Answer | None, ref_q: dict, *, spec, provenance: dict, hide: bool = False,
+                    absent: str | None = None) -> dict:
     raw = _jsonable(answer.raw) if answer is not None else None
     if answer is not None and answer.error:
         tail = answer.error.split(": ", 2)[-1]
@@ -95,6 +119,48 @@ def _result(q, points, verdict, raw, ref_q, hide, review, feedback) -> dict:
         "feedback": feedback,
         "review": review,
     }
+
+
+# evidence rules --------------------------------------------------------------------------------
+
+def _apply_evidence_rules(q, result: dict, ev: dict, spec, ref_q: dict, provenance: dict, hide: bool) -> None:
+    """The spec's two rules: an answer that is the best of the student's own complete runs earns at least
+    own_runs_fraction of the points (of the yes/no part for a yes/no question); an optimum the notebook never
+    trained is flagged for review."""
+    fraction = spec.own_runs_fraction
+    if q.kind == "optimum" and ev["answer_tried"] is False and spec.flag_untried:
+        noun = HYPERPARAMETER_WORDS.get(ev["vary"], ev["vary"])
+        result["review"], result["evidence_rule"] = True, "untried"
+        result["feedback"] += (f" Your notebook never trained {noun} {_num(ev['answer'])} with the sweep's "
+                               f"fixed values for {spec.epochs} epochs, so your own runs do not back this answer: "
+                               "flagged for an instructor's review.")
+        return
+    if fraction <= 0 or not (ev["agrees"] and ev["complete"]):
+        return
+    if q.kind == "optimum" and result["verdict"] in ("partly", "wrong") and q.points * fraction > result["points"]:
+        result["points"] = _round(q.points * fraction)
+        result["verdict"], result["evidence_rule"] = "partly", "own-runs"
+        result["feedback"] += " " + _own_runs_sentence(q, ev, ref_q, spec, provenance, hide, result["points"])
+    elif q.kind == "yesno" and result["parts"]["answer"] == 0 and q.answer_points > 0:
+        part = _round(q.answer_points * fraction)
+        result["parts"]["answer"] = part
+        result["points"] = _round(result["points"] + part)
+        result["verdict"], result["evidence_rule"] = "partly", "own-runs"
+        said = "yes" if ev["own_truth"] else "no"
+        result["feedback"] += (f" Your own complete runs say '{said}', as you did: {_earned(part, q.answer_points)} "
+                               "for following them.")
+
+
+def _own_runs_sentence(q, ev: dict, ref_q: dict, spec, provenance: dict, hide: bool, points: float) -> str:
+    earned = _earned(points, q.points)
+    if hide:
+        return f"Your answer is the best of your own complete runs, though not the reference's: {earned}."
+    n = len(provenance.get("seeds", [])) or "several"
+    ties = ref_q.get("tie_set", [])
+    verb = "finds" if len(ties) != 1 else "finds only"
+    return (f"Your own runs over the whole grid pointed to {_num(ev['own_best'])}, as your answer does; over {n} seeds "
+            f"the reference {verb} {_set(ties)} best, and {_num(ev['own_best'])} is not within "
+            f"{_num(ref_q.get('z', spec.z))} standard errors of it: {earned} for following your own runs.")
 
 
 # optimum ---------------------------------------------------------------------------------------

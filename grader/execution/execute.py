@@ -39,6 +39,7 @@ SKIP_ANYWHERE = {"__MACOSX", "__pycache__", ".ipynb_checkpoints"}
 HOST_GRACE_S = 30.0
 TERM_GRACE_S = 5.0
 STATUS_MAX_BYTES = 1 << 16
+RUNS_MAX_BYTES = 4 << 20
 LOG_TAIL_BYTES = 1 << 14
 DEFAULT_THREADS = 2
 EXECUTED = "executed.ipynb"
@@ -53,6 +54,7 @@ class ExecResult:
     executed: str | None = None
     duration_s: float = 0.0
     timing: dict | None = None
+    reported_runs: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -218,10 +220,14 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
         _await_uid_gone(sb.uid_for_slot(slot))
     status = _read_status(workdir)
     timing = stage_times(status, start, duration)
+    reported = _read_state_file(workdir, sb.RUNS_FILE, RUNS_MAX_BYTES, cut=True)
+    reported = reported.decode("utf-8", "replace") if reported is not None else None
     if verdict is not None and not killed:
         cell, where = _where(status)
-        return ExecResult(verdict.status, one_line(f"{verdict.reason}; stopped in {where}"), cell, None, duration, timing)
-    return dataclasses.replace(_interpret(status, workdir, limits, returncode, killed, log, duration), timing=timing)
+        return ExecResult(verdict.status, one_line(f"{verdict.reason}; stopped in {where}"), cell, None, duration, timing,
+                          reported)
+    return dataclasses.replace(_interpret(status, workdir, limits, returncode, killed, log, duration), timing=timing,
+                               reported_runs=reported)
 
 
 def stage_times(status: dict | None, start: float, duration: float) -> dict | None:
@@ -381,24 +387,40 @@ def _uid_has_processes(uid: int) -> bool:
     return False
 
 
-def _read_status(workdir: Path) -> dict | None:
-    """The runner's status.json, opened without following links or blocking on a fifo the notebook left."""
+def _read_state_file(workdir: Path, name: str, max_bytes: int, cut: bool = False) -> bytes | None:
+    """A file of the work dir's state folder, opened without following links or blocking on a fifo the
+    notebook left; None when absent, not a plain file, or over max_bytes (cut=True: its first max_bytes)."""
     state = _state_dir(workdir)
     if state is None:
         return None
     try:
-        fd = os.open(state / "status.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(state / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        data = os.read(fd, STATUS_MAX_BYTES + 1)
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(data) > STATUS_MAX_BYTES:
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        return data[:max_bytes] if cut else None
+    return data
+
+
+def _read_status(workdir: Path) -> dict | None:
+    """The runner's status.json."""
+    data = _read_state_file(workdir, "status.json", STATUS_MAX_BYTES)
+    if data is None:
         return None
     try:
         status = json.loads(data.decode("utf-8"))

@@ -23,12 +23,14 @@ from grader.common.errors import UserError
 from grader.common.kernels import kernel_env
 from grader.execution.limits import Limits
 from reference.datacache import KIT_ENV
+from reference.kit_report import RUNS_ENV
 
 WORKDIR = PurePosixPath("/home/student")
 DATADIR = PurePosixPath("/data")
 DATACACHE = PurePosixPath("/data-decoded")
 TRAIN_SOCKET = PurePosixPath("/run/labgrader/train.sock")
 STATE = ".labgrader"
+RUNS_FILE = "runs.jsonl"
 MPL_DIR = "matplotlib"
 UID_BASE = 61000
 MIB = 1 << 20
@@ -99,6 +101,7 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
     }
     env.update({name: str(threads) for name in THREAD_VARS})
     env.update(kernel_env())
+    env[RUNS_ENV] = f"{state}/{RUNS_FILE}"
     if data is not None:
         env["LABGRADER_DATA"] = str(data)
     if train_socket is not None:

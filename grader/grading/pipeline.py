@@ -22,6 +22,7 @@ from grader.common.names import display, exact_hex, file_stem
 from grader.common.text import one_line
 from grader.common.walk import remove_tree, walk
 from grader.execution.limits import Limits
+from grader.assessment.runs import runs_record
 from grader.assessment.validate import parse_answers, read_answer_file, validate_answers
 from grader.grading.submissions import SKIP_NAMES, Submission
 
@@ -175,7 +176,7 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
     from grader.execution.execute import remove_workdir
 
     start = time.monotonic()
-    exec_result, executed = None, None
+    exec_result, executed, runs, runs_summary = None, None, None, None
     stem = file_stem(sub.student)
     if ctx.no_execute:
         folder = None if sub.is_notebook else sub.path
@@ -188,8 +189,12 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
             _remove(ctx.out / "executed" / f"{stem}.ipynb")
             workdir.mkdir(parents=True)
         try:
-            exec_result = _execute(sub, workdir, ctx, slot)
+            record = [] if ctx.service is not None else None
+            exec_result = _execute(sub, workdir, ctx, slot, record)
             collecting = time.monotonic()
+            with stage("collecting the runs record"):
+                served = record if ctx.service is not None and ctx.service.started else None
+                runs, runs_summary = runs_record(served, _get(exec_result, "reported_runs"))
             with stage("collecting the executed notebook"):
                 executed = _keep_executed(exec_result, ctx.out, stem)
             with stage("collecting answer files"):
@@ -202,11 +207,13 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
     scoring = time.monotonic()
     with stage("scoring"):
         status, reason = decide_status(exec_result, files, problems, no_execute=ctx.no_execute)
-        scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide)
+        scored = score_answers(ctx.spec, ctx.ref, files, hide=ctx.hide, runs=runs,
+                               evidence_source=(runs_summary or {}).get("evidence"))
     result = _result(sub.student, status, reason, scored, content, executed,
                      time.monotonic() - start, problems, stored_answers(files))
     if not ctx.no_execute:
         result["timing"] = {**timing, "score_s": round(time.monotonic() - scoring, 3)}
+        result["runs"], result["runs_summary"] = runs, runs_summary
     return result
 
 
@@ -270,7 +277,7 @@ def _result(student, status, reason, scored, content, executed, duration, proble
     }
 
 
-def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
+def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int, record: list | None):
     from grader.execution.execute import execute_notebook, prepare_workdir
 
     with stage("copying the submission"):
@@ -279,21 +286,22 @@ def _execute(sub: Submission, workdir: Path, ctx: Context, slot: int):
                   sandbox=ctx.sandbox, slot=slot, seed=0, threads=ctx.threads, stop=ctx.stop,
                   data_cache=ctx.data_cache, font_cache=ctx.font_cache)
     try:
-        with _training_session(ctx, sub.student, slot) as socket_path, stage("executing the notebook"):
+        with _training_session(ctx, sub.student, slot, record) as socket_path, stage("executing the notebook"):
             return execute_notebook(notebook, workdir, train_socket=socket_path, **kwargs)
     except UserError as e:
         raise SetupError(str(e), e.exit_code) from None
 
 
-def _training_session(ctx: Context, student: str, slot: int):
-    """This notebook's own socket to the training service, with its quota; a no-op without a service."""
+def _training_session(ctx: Context, student: str, slot: int, record: list | None):
+    """This notebook's own socket to the training service, with its quota, recording its runs into `record`;
+    a no-op without a service."""
     if ctx.service is None:
         return contextlib.nullcontext(None)
     from grader.execution import sandbox as sb
     from grader.service.server import Quota
 
     uid = sb.uid_for_slot(slot) if ctx.sandbox and sb.privileged() else None
-    return ctx.service.session(student, Quota.from_limits(ctx.limits), uid=uid)
+    return ctx.service.session(student, Quota.from_limits(ctx.limits), uid=uid, record=record)
 
 
 def _keep_executed(exec_result, out: Path, stem: str) -> str | None:

@@ -345,4 +345,5 @@ class _Job:
 
 
 def _diverged(epoch: int) -> dict:
-    return {"local": f"the run diverged in epoch {epoch + 1}; it is trained in the notebook, as without the service"}
+    return {"local": f"the run diverged in epoch {epoch + 1}; it is trained in the notebook, as without the service",
+            "diverged": True}

@@ -46,7 +46,7 @@ class Memo:
             if header.get("key") != key:
                 return None
             if header.get("local"):
-                return {"local": str(header.get("reason", "diverged"))}
+                return {"local": str(header.get("reason", "diverged")), "diverged": bool(header.get("diverged", True))}
             return TrainAnswer.from_frame(header, tensors)
         except (wire.WireError, RequestError, EOFError, ValueError, RuntimeError):
             return None
@@ -55,7 +55,8 @@ class Memo:
         if isinstance(answer, TrainAnswer):
             header, tensors = answer.frame(key=key)
         else:
-            header, tensors = {"ok": False, "key": key, "local": True, "reason": answer["local"]}, {}
+            header, tensors = {"ok": False, "key": key, "local": True, "reason": answer["local"],
+                               "diverged": bool(answer.get("diverged"))}, {}
         path = self._path(key)
         path.parent.mkdir(exist_ok=True, mode=0o700)
         write_bytes_atomic(path, wire.encode(header, tensors))

@@ -281,4 +281,5 @@ def _answer(header: dict, tensors: dict):
             return {"local": "the training service's answer was incomplete"}
     if "error" in header:
         return {"error": str(header["error"])}
-    return {"local": str(header.get("local", "the training service did not train this run"))}
+    return {"local": str(header.get("local", "the training service did not train this run")),
+            "diverged": header.get("diverged") is True}

@@ -30,6 +30,7 @@ MAX_CONNECTIONS = 4
 MIB = 1 << 20
 POLL_S = 0.5
 SEND_TIMEOUT_S = 60.0
+HISTORY_KEYS = ("acc", "test_acc", "loss", "test_loss")
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,14 @@ class TrainingService:
     # sessions ----------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def session(self, name: str, quota: Quota, uid: int | None = None):
-        """A socket for one notebook's execution; -> its host path. Closed (and its connections cut) on exit."""
+    def session(self, name: str, quota: Quota, uid: int | None = None, record: list | None = None):
+        """A socket for one notebook's execution; -> its host path. Closed (and its connections cut) on exit.
+
+        record: a list that gets one entry per run the service answered, in request order (the trusted
+        runs record: config, how it was served, history), for the evidence (grader/assessment/runs.py)."""
         if self.root is None:
             raise RuntimeError("the training service is not started")
-        s = _Session(self, name, quota, uid)
+        s = _Session(self, name, quota, uid, record)
         with self.lock:
             self.sessions.add(s)
         try:
@@ -180,8 +184,9 @@ class TrainingService:
 
 
 class _Session:
-    def __init__(self, service: TrainingService, name: str, quota: Quota, uid: int | None):
+    def __init__(self, service: TrainingService, name: str, quota: Quota, uid: int | None, record: list | None = None):
         self.service, self.name, self.quota = service, name, quota
+        self.record = record
         self.stats = SessionStats()
         self.waiting = 0
         self.lock = threading.Lock()
@@ -273,12 +278,34 @@ class _Session:
                 answer, how = self._wait(req)
             except Exception as e:  # this connection's notebook trains locally; the service goes on
                 answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
+            self._note_run(req, answer, how)
             if isinstance(answer, TrainAnswer):
                 self._send(conn, *answer.frame(served=how))
             elif "error" in answer:
                 self._refuse(conn, answer["error"])
             else:
                 self._send(conn, {"ok": False, "local": True, "reason": answer["local"]})
+
+    def _note_run(self, req, answer, how: str) -> None:
+        """One entry of the runs record: a run the service trained (or took from the memo, or joined), saw
+        diverge, or could not train (it failed); the notebook then trains it and reports it itself."""
+        from reference.trainrequest import TrainAnswer
+
+        if self.record is None:
+            return
+        if isinstance(answer, TrainAnswer):
+            served, history = how, {k: [float(v) for v in answer.history[k]] for k in HISTORY_KEYS}
+        elif isinstance(answer, dict) and answer.get("diverged"):
+            served, history = "diverged", None
+        elif isinstance(answer, dict) and "local" in answer:
+            served, history = "failed", None
+        else:
+            return
+        config = {"lr": req.lr, "batch_size": req.batch_size, "momentum": req.momentum, "hidden": req.hidden,
+                  "optimizer": "SGD"}
+        with self.lock:
+            self.record.append({"config": config, "epochs": req.epochs, "source": "service", "served": served,
+                                "history": history})
 
     def _admit(self, req) -> None:
         from reference.trainrequest import RequestError
