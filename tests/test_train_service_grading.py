@@ -58,25 +58,46 @@ def class_dir(tmp_path_factory) -> Path:
     return root
 
 
+def rules_off(folder: Path) -> Path:
+    """The bundled spec with both evidence rules switched off: with and without the service, the same points."""
+    from reference.spec import DEFAULT_SPEC
+
+    text = DEFAULT_SPEC.read_text().replace("own_runs_fraction = 0.5", "own_runs_fraction = 0").replace(
+        "flag_untried = true", "flag_untried = false")
+    assert "own_runs_fraction = 0\n" in text and "flag_untried = false" in text
+    (folder / "spec.toml").write_text(text)
+    return folder / "spec.toml"
+
+
 @pytest.fixture(scope="module")
 def both(class_dir, synthetic_data, tmp_path_factory):
     base = tmp_path_factory.mktemp("graded")
+    spec = rules_off(base)
     runs = {}
     for name, flags in (("with", ["--train-cache", str(base / "memo")]), ("without", ["--no-train-service"])):
         out = base / name
         code, summary = grade(str(class_dir), "--out", str(out), "-j", "2", "--data-dir", str(synthetic_data),
-                              *FAST, *flags)
+                              "--spec", str(spec), *FAST, *flags)
         assert code == 0
         runs[name] = (out, summary, json.loads((out / "results.json").read_text()))
     return runs
 
 
+def without_evidence(student: dict) -> dict:
+    questions = {qid: {k: v for k, v in q.items() if k not in ("evidence", "evidence_rule")}
+                 for qid, q in student["questions"].items()}
+    return {**{k: v for k, v in student.items() if k not in ("duration_s", "timing", "runs", "runs_summary")},
+            "questions": questions}
+
+
 def test_grades_with_and_without_the_service_are_the_same(both):
+    """With the evidence rules off; the runs record differs by design (the service's runs are recorded)."""
     (_, _, with_), (_, _, without) = both["with"], both["without"]
-    strip = ("duration_s", "timing")
-    a = {s["student"]: {k: v for k, v in s.items() if k not in strip} for s in with_["students"]}
-    b = {s["student"]: {k: v for k, v in s.items() if k not in strip} for s in without["students"]}
+    a = {s["student"]: without_evidence(s) for s in with_["students"]}
+    b = {s["student"]: without_evidence(s) for s in without["students"]}
     assert a == b
+    assert all(s["runs_summary"]["evidence"] == "service" for s in with_["students"])
+    assert all(s["runs_summary"]["evidence"] is None for s in without["students"])
     assert {s: a[s]["status"] for s in a} == {"s1": "graded", "s2": "graded", "custom": "graded", "crash": "error"}
 
 

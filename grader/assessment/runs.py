@@ -95,10 +95,10 @@ def runs_record(service: list[dict] | None, reported_text: str | None) -> tuple[
     if service is None and not reported and not bad:
         return None, {"service": 0, "notebook_reported": 0, "calls": 0, "evidence": None,
                       "note": "no runs were recorded: no training service served this notebook"}
-    service = [dict(r, calls=1, note=None) for r in (service or [])]
-    reported = _drop_retrained(service, reported)
-    runs = merge(service + reported)
-    failed = any(r["served"] == "failed" for r in service)
+    served = [dict(r, calls=1, note=None) for r in (service or [])]
+    reported = _drop_retrained(served, reported)
+    runs = merge(served + reported)
+    failed = any(r["served"] == "failed" for r in served)
     notes = []
     if bad:
         notes.append(f"{bad} line(s) of the notebook's runs file could not be read")

@@ -193,7 +193,7 @@ def grade_one(sub: Submission, ctx: Context, slot: int, content: str) -> dict:
             exec_result = _execute(sub, workdir, ctx, slot, record)
             collecting = time.monotonic()
             with stage("collecting the runs record"):
-                served = record if ctx.service is not None and ctx.service.started else None
+                served = record if ctx.service is not None and not ctx.service.could_not_start else None
                 runs, runs_summary = runs_record(served, _get(exec_result, "reported_runs"))
             with stage("collecting the executed notebook"):
                 executed = _keep_executed(exec_result, ctx.out, stem)

@@ -119,6 +119,11 @@ class TrainingService:
         return self.failed is None and self.batcher is not None
 
     @property
+    def could_not_start(self) -> bool:
+        """True once it is known that the service cannot serve; a request waits while it still starts."""
+        return self.ready.is_set() and (self.failed is not None or self.batcher is None)
+
+    @property
     def started(self) -> bool:
         return self.ready.is_set() and self.failed is None and self.batcher is not None
 
