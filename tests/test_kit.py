@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -137,3 +138,20 @@ def test_install_keeps_a_students_own_kit(tmp_path, capsys):
 def test_install_command_on_a_missing_folder(tmp_path):
     with pytest.raises(UserError):
         install_command(Namespace(dir=str(tmp_path / "nope"), force=False))
+
+
+def test_a_run_trained_in_the_notebook_is_appended_to_the_runs_file(data, tmp_path, monkeypatch):
+    from reference.kit_report import RUNS_ENV
+
+    path = tmp_path / "runs.jsonl"
+    monkeypatch.setenv(RUNS_ENV, str(path))
+    H = _train(data, lr=0.05, epochs=2, batch_size=64)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
+    (x, y), (xt, yt) = data
+    kit.train(torch.nn.CrossEntropyLoss(), model, x, y, xt, yt, torch.optim.Adam(model.parameters()), 128, 1)
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert first == {"config": {"lr": 0.05, "batch_size": 64, "momentum": 0.9, "hidden": 512, "optimizer": "SGD"},
+                     "epochs": 2, "history": H, "note": None}
+    assert second["config"] == {"lr": 0.001, "batch_size": 128, "momentum": None, "hidden": 32, "optimizer": "Adam"}
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "missing-folder" / "runs.jsonl"))
+    assert _train(data, epochs=1) == _train(data, epochs=1)

@@ -120,15 +120,19 @@ def runs_record(service: list[dict] | None, reported_text: str | None) -> tuple[
 def _drop_retrained(service: list[dict], reported: list[dict]) -> list[dict]:
     """A run the service saw diverge (or could not train) is retrained by the notebook, which reports it too:
     the service's entry stands for that call, so one matching report per such entry goes."""
-    owed = [_key(r) for r in service if r["served"] in ("diverged", "failed")]
+    owed = [_call(r) for r in service if r["served"] in ("diverged", "failed")]
     kept = []
     for r in reported:
-        k = _key(r)
+        k = _call(r)
         if k in owed:
             owed.remove(k)
         else:
             kept.append(r)
     return kept
+
+
+def _call(run: dict) -> tuple:
+    return (*(run["config"].get(k) for k in CONFIG_KEYS), run["epochs"])
 
 
 def _key(run: dict) -> tuple:
