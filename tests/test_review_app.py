@@ -224,3 +224,23 @@ def test_loopback_is_the_default_and_another_host_is_warned(tmp_path, capsys, mo
     captured = capsys.readouterr()
     assert "warning" not in captured.err and captured.out.startswith("http://127.0.0.1:")
     assert served[1][0] == "127.0.0.1"
+
+
+def test_an_untried_optimum_has_its_queue_and_takes_a_decision(tmp_path):
+    from grader.review.fabricate import graded_out
+    from review_fixtures import answers
+
+    run = {"config": {"lr": 0.03, "batch_size": 128, "momentum": 0.9, "hidden": 512, "optimizer": "SGD"}, "epochs": 10,
+           "source": "service", "served": "trained",
+           "history": {"acc": [0.9] * 10, "test_acc": [0.8] * 10, "loss": [0.1] * 10, "test_loss": [0.2] * 10}}
+    out = graded_out(tmp_path / "out", {"ann": answers("x")}, runs={"ann": [run]})
+    guard = Guard()
+    guard.hosts.add("testserver")
+    client = login(TestClient(make_app(load_state(out), guard), follow_redirects=False), guard)
+    assert 'href="/q/ex1.a"' in client.get("/").text
+    page = client.get("/q/ex1.a")
+    assert page.status_code == 200 and "2 point(s)" in page.text
+    (version,) = versions(page.text).values()
+    r = _decide(client, guard, "ex1.a", "ann", version, points="0.5", comment="")
+    assert r.status_code == 303
+    assert "ann,ex1.a,0.5" in (out / "overrides.csv").read_text()

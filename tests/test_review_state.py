@@ -178,3 +178,19 @@ def test_not_a_graded_folder_is_one_line(tmp_path):
     (tmp_path / "results.json").write_text("[1]")
     with pytest.raises(UserError, match="not the results.json"):
         load_state(tmp_path)
+
+
+def test_an_optimum_the_notebook_never_trained_is_reviewed_like_any_flagged_answer(tmp_path):
+    run = {"config": {"lr": 0.03, "batch_size": 128, "momentum": 0.9, "hidden": 512, "optimizer": "SGD"}, "epochs": 10,
+           "source": "service", "served": "trained",
+           "history": {"acc": [0.9] * 10, "test_acc": [0.8] * 10, "loss": [0.1] * 10, "test_loss": [0.2] * 10}}
+    out = graded_out(tmp_path / "out", {"ann": answers("x"), "bob": answers("y")}, runs={"ann": [run], "bob": [run]})
+    state = load_state(out)
+    assert "ex1.a" in [q.id for q in state.questions] and "ex2.b" in [q.id for q in state.questions]
+    assert state.flagged("ex1.a") == ["ann", "bob"]
+    assert state.base["ann"]["questions"]["ex1.a"]["evidence_rule"] == "untried"
+    (group,) = state.groups["ex1.a"]
+    state.decide("ex1.a", group[0], state.version("ex1.a", group), items=[], points=1.5, comment="ran it by hand")
+    assert state.result("bob")["questions"]["ex1.a"]["points"] == 1.5
+    plain = load_state(small_class(tmp_path / "plain", hostile=False))
+    assert [q.id for q in plain.questions] == ["ex1.b", "ex1.d", "ex2.c", "ex2.d"]

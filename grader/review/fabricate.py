@@ -20,8 +20,10 @@ from grader.reports import report
 
 
 def graded_out(out: str | Path, answers: dict[str, dict[str, dict]], *, spec=None, ref=None,
-               executed: dict[str, str] | None = None) -> Path:
-    """answers: student -> {answer file name: {key: raw answer}}; executed: student -> notebook JSON text."""
+               executed: dict[str, str] | None = None, runs: dict[str, list] | None = None) -> Path:
+    """answers: student -> {answer file name: {key: raw answer}}; executed: student -> notebook JSON text;
+    runs: student -> the service's runs record (grader/assessment/runs.py), as if a training service made them."""
+    from grader.assessment.runs import runs_record
     from grader.assessment.reference_io import load_reference
     from reference.spec import load_spec
 
@@ -42,7 +44,8 @@ def graded_out(out: str | Path, answers: dict[str, dict[str, dict]], *, spec=Non
             else:
                 files[name] = None
         status, reason = decide_status(None, files, problems, no_execute=True)
-        scored = score_answers(spec, ref, files)
+        record, summary = runs_record(runs[student], None) if runs and student in runs else (None, None)
+        scored = score_answers(spec, ref, files, runs=record, evidence_source=(summary or {}).get("evidence"))
         content = hashlib.sha256(json.dumps(files_raw, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
         rel = None
         if executed and student in executed:
@@ -53,6 +56,8 @@ def graded_out(out: str | Path, answers: dict[str, dict[str, dict]], *, spec=Non
                   "max": scored["max"], "questions": scored["questions"], "review": scored["review"],
                   "content_sha256": content, "executed": rel, "duration_s": 0.0, "errors": problems,
                   "answer_files": stored_answers(files)}
+        if summary is not None:
+            result["runs"], result["runs_summary"] = record, summary
         store.save(student, content, options, result)
         results.append(result)
     header = {"assignment": spec.assignment_id, "title": spec.title, "spec_sha256": spec.sha256, "spec": str(spec.path),

@@ -69,7 +69,12 @@ class ReviewState:
 
     @property
     def questions(self) -> list:
-        return [q for q in self.spec.questions if q.kind in REVIEWED_KINDS]
+        """The yes/no and free-text questions, and an optimum where the evidence rule flagged some answer (a value
+        the notebook never trained)."""
+        if getattr(self, "_reviewed", None) is None:
+            self._reviewed = [q for q in self.spec.questions
+                              if q.kind in REVIEWED_KINDS or (q.kind == "optimum" and self.flagged(q.id))]
+        return self._reviewed
 
     def question(self, qid: str):
         return next((q for q in self.questions if q.id == qid), None)
