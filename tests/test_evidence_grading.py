@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 
 import jsonschema
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from grader_fixtures import grade_json as grade
+from nb_fixtures import notebook, printed
 from grader_fixtures import make_artifact
 
 pytestmark = pytest.mark.sandbox
@@ -60,17 +59,6 @@ with open(os.environ["LABGRADER_RUNS_FILE"], "a") as f:
 answer(0.1, 128)
 print("CALLS", CALLS)
 print("ACC", json.dumps(H["acc"]))'''
-
-
-def notebook(folder: Path, *sources: str) -> None:
-    folder.mkdir(parents=True)
-    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), folder / "lab7b.ipynb")
-
-
-def printed(out: Path, student: str, marker: str) -> list[str]:
-    nb = nbformat.read(out / "executed" / f"{student}.ipynb", as_version=4)
-    return [line[len(marker):] for cell in nb.cells for o in cell.get("outputs", []) if o.get("name") == "stdout"
-            for line in o["text"].splitlines() if line.startswith(marker)]
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from grader_fixtures import grade_json as grade
+from nb_fixtures import notebook, printed
 
 pytestmark = pytest.mark.sandbox
 
@@ -35,17 +35,6 @@ best_S = max([128, 256], key=lambda S: histories[f"0.1/{S}"]["acc"][-1])
 json.dump({"a": str(best_lr), "b": "yes, it underfits", "c": best_S, "d": ""}, open("7b_ex1.json", "w"))'''
 CUSTOM = RUNS.replace("model = build_mlp(784, 10, hidden_dim=512)",
                       "model = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))")
-
-
-def notebook(folder: Path, *sources: str) -> None:
-    folder.mkdir(parents=True)
-    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), folder / "lab7b.ipynb")
-
-
-def printed(out: Path, student: str, marker: str) -> list[str]:
-    nb = nbformat.read(out / "executed" / f"{student}.ipynb", as_version=4)
-    return [line[len(marker):] for cell in nb.cells for o in cell.get("outputs", []) if o.get("name") == "stdout"
-            for line in o["text"].splitlines() if line.startswith(marker)]
 
 
 @pytest.fixture(scope="module")
