@@ -196,3 +196,25 @@ def test_the_spec_checks_its_evidence_table(tmp_path):
         path.write_text(text)
         with pytest.raises(UserError, match=said):
             load_spec(path)
+
+
+def test_the_runs_file_is_read_without_following_links_blocking_or_reading_past_the_cap(tmp_path):
+    import os
+
+    from grader.execution import execute, sandbox
+
+    state = tmp_path / sandbox.STATE
+    state.mkdir()
+    runs = state / sandbox.RUNS_FILE
+    secret = tmp_path / "secret"
+    secret.write_text("not for the notebook\n")
+    os.symlink(secret, runs)
+    assert execute._read_state_file(tmp_path, sandbox.RUNS_FILE, 100, cut=True) is None
+    runs.unlink()
+    os.mkfifo(runs)
+    assert execute._read_state_file(tmp_path, sandbox.RUNS_FILE, 100, cut=True) is None
+    runs.unlink()
+    runs.write_text("x" * 250)
+    assert execute._read_state_file(tmp_path, sandbox.RUNS_FILE, 100, cut=True) == b"x" * 100
+    assert execute._read_state_file(tmp_path, sandbox.RUNS_FILE, 100) is None
+    assert parse_reported("x" * 100) == ([], 1)
