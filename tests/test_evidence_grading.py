@@ -158,3 +158,16 @@ def test_a_forged_runs_file_cannot_change_a_service_run(graded):
     q = s["questions"]["ex1.a"]
     assert q["evidence"]["own_metric"] == {"0.01": real_acc[-1]} and q["evidence"]["answer_tried"] is False
     assert q["evidence_rule"] == "untried"
+
+
+def test_the_terminal_summary_counts_the_evidence_rules(graded):
+    from grader.reports.report import summary_table
+
+    _, students, _ = graded
+    text = summary_table(list(students.values()))
+    rules = [q["evidence_rule"] for s in students.values() for q in s["questions"].values()]
+    untried, own = rules.count("untried"), rules.count("own-runs")
+    assert untried >= 5 and own >= 1
+    assert (f"evidence: 5 student(s) with a runs record from the training service; {own} answer(s) earned part of their "
+            f"points by following the student's own complete runs, {untried} answer(s) for values the notebook never "
+            "trained await review") in text

@@ -81,8 +81,21 @@ def summary_table(results: list[dict]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     out = ["  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3] for row in rows]
     if any(r["review"] for r in results):
-        out.append("* provisional: free-text answers await an instructor's review")
+        out.append("* provisional: answers flagged for review (free text, yes/no reasons, values never trained) await an instructor")
+    evidence = evidence_counts(results)
+    if evidence["recorded"]:
+        out.append(f"evidence: {evidence['recorded']} student(s) with a runs record from the training service; "
+                   f"{evidence['own_runs']} answer(s) earned part of their points by following the student's own "
+                   f"complete runs, {evidence['untried']} answer(s) for values the notebook never trained await review")
     return "\n".join(line.rstrip() for line in out)
+
+
+def evidence_counts(results: list[dict]) -> dict:
+    """How many students have service runs as evidence, and how often each evidence rule applied."""
+    questions = [q for r in results for q in (r.get("questions") or {}).values()]
+    return {"recorded": sum(1 for r in results if (r.get("runs_summary") or {}).get("evidence") == "service"),
+            "own_runs": sum(1 for q in questions if q.get("evidence_rule") == "own-runs"),
+            "untried": sum(1 for q in questions if q.get("evidence_rule") == "untried")}
 
 
 def write_outputs(out: Path, header: dict, results: list[dict], spec) -> None:
