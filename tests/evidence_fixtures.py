@@ -14,6 +14,7 @@ tests do not depend on the code that computes evidence.
 from __future__ import annotations
 
 from fakes import EPOCHS, GOOD_ANSWERS, TEST_LEVEL, TRAIN_LEVEL, WRONG_ANSWERS, _history, _metric, fake_result
+from grader.reports.refcurves import parse_number
 from reference.spec import hyperparameter_value
 
 ADAM_NOTE = "optimizer Adam is not the lab's SGD: trained in the notebook"
@@ -72,7 +73,7 @@ def evidence(q, answer, runs: list[dict], sp, *, own_truth=None) -> dict:
           "complete": all(b["complete"] for b in by_sweep.values()), "answer_tried": None, "by_sweep": by_sweep,
           "own_truth": None, "source": "service"}
     if q.kind == "optimum":
-        value = None if answer is None else float(answer)
+        value = parse_number(answer)
         ev["answer_tried"] = value is not None and any(abs(value - t) < 1e-12 for t in first["tried"])
         ev["agrees"] = None if own_best is None or value is None else abs(value - own_best) < 1e-12
     else:
