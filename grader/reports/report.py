@@ -16,6 +16,7 @@ from grader.assessment.rescore import public
 from grader.assessment.score import VERDICT_WORDS
 from grader.common.csvcell import LINE_END, cell
 from grader.common.names import display, result_stem, terminal
+from grader.common.templating import inert
 from grader.common.text import one_line
 from grader.reports.ownruns import evidence_section
 
@@ -140,9 +141,10 @@ def _evidence_lines(section: dict | None) -> list[str]:
     if section["reported"]:
         lines += ["", "### Runs your notebook reported itself: shown, not evidence", "",
                   _md_row(["configuration", "epochs", "how", "calls", "the notebook's reason"]), "|---|---|---|---|---|"]
-        lines += [_md_row([r["config"], r["epochs"], r["served"], r["calls"], r["note"]]) for r in section["reported"]]
+        lines += [_md_row([inert(r[k]) for k in ("config", "epochs", "served", "calls", "note")])
+                  for r in section["reported"]]
     if section["note"]:
-        lines += ["", _md(section["note"])]
+        lines += ["", _md(inert(section["note"]))]
     return lines
 
 
