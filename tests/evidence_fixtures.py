@@ -1,6 +1,6 @@
-"""Results with a runs record and evidence (the integrator's contract, docs/DESIGN.md "Evidence") for the
-demo spec and tests/fakes.py's reference: one student per evidence case, built by hand so the report
-tests do not depend on the code that computes evidence.
+"""Results with a runs record and evidence (runs, runs_summary, each question's evidence: the shape
+schemas/results.schema.json gives) for the demo spec and tests/fakes.py's reference: one student per
+evidence case, built by hand so the report tests do not depend on the code that computes evidence.
 
 - ava: every learning rate (1.0 diverged), 4 of 7 batch sizes; her answers are her own runs' optima.
 - ben: every learning rate; his own runs put 0.1 first, outside the reference's tie set {0.3, 0.5}:

@@ -2,8 +2,8 @@
 student's own metric per grid value beside the reference's, their own curves over the reference's
 seed band, and in words what those runs support per question.
 
-It reads result["runs"], result["runs_summary"] and each question's "evidence" (the shape in
-docs/DESIGN.md, "Evidence"); a result without a runs record (absent or null) has no section, so its
+It reads result["runs"], result["runs_summary"] and each question's "evidence" (their shape:
+schemas/results.schema.json); a result without a runs record (absent or null) has no section, so its
 pages stay as they were. With hidden answers nothing of the reference is shown: no mean, no band.
 Whatever a notebook reported about its own runs is untrusted text, passed on for the templates to
 escape.
