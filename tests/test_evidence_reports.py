@@ -130,6 +130,8 @@ def test_curves_are_the_students_service_runs_with_the_full_epoch_count(sp, ref,
     assert dict(train["own"])[0.3] == pytest.approx(full["history"]["acc"]), "the 3-epoch run of 0.3 is not the curve"
     assert [p["key"] for p in plot["panels"]] == ["acc", "test_acc"]
     assert plot["diverged"] == [1.0] and plot["answers"] == [[0.2, "ex2.a"], [0.5, "ex1.a"]]
+    assert train["answers"] == [[0.5, "ex1.a"]], "ex2.a reads the test curve: its mark is in that panel"
+    assert plot["panels"][1]["answers"] == [[0.2, "ex2.a"]]
     assert [v for v, _, _ in train["band"]] == [v for v, _ in train["own"]]
 
 

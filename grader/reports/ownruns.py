@@ -173,15 +173,17 @@ def reference_rows(reference, name: str, metric: str) -> list[dict]:
 def sweep_plot(name: str, values: list, columns: list[dict], own: dict, spec, reference, marks: dict,
                *, hidden: bool) -> dict | None:
     """What the sweep's figure draws: per curve (acc, test_acc) the student's own curves, and unless
-    hidden the reference's seed band for the same grid values; None when no run has a history."""
-    keys = list(dict.fromkeys(METRIC_CURVE.get(c["metric"], "acc") for c in columns))
+    hidden the reference's seed band for the same grid values, and the answers of the questions that
+    read that curve; None when no run has a history."""
+    key_of = {qid: METRIC_CURVE.get(c["metric"], "acc") for c in columns for qid in c["qids"]}
     panels = []
-    for key in keys:
+    for key in dict.fromkeys(key_of.values()):
         curves = [[v, _curve(own[v], key, spec.epochs)] for v in values if v in own]
         curves = [[v, c] for v, c in curves if any(x is not None for x in c)]
         band = {} if hidden else seed_band(reference, spec, name, key, [v for v, _ in curves])
+        mine = [[values[i], ", ".join(q for q in qids if key_of.get(q) == key)] for i, qids in sorted(marks.items())]
         panels.append({"key": key, "words": CURVE_WORDS.get(key, key), "own": curves,
-                       "band": [[v, lo, hi] for v, (lo, hi) in band.items()]})
+                       "band": [[v, lo, hi] for v, (lo, hi) in band.items()], "answers": [m for m in mine if m[1]]})
     if not any(p["own"] for p in panels):
         return None
     return {"sweep": name, "vary": spec.sweeps[name].vary, "grid": values, "panels": panels,

@@ -28,7 +28,7 @@ def sweep_figure(plot: dict) -> Figure:
         caption += f"; diverged, so no line: {', '.join(num(v) for v in plot['diverged'])}"
     answers = [f"{qids}: {num(v)}" for v, qids in plot["answers"]]
     if answers:
-        caption += f". The thick line is your answer ({'; '.join(answers)})"
+        caption += f". The thick line, marked ◀ with the question, is your answer ({'; '.join(answers)})"
         untried = [f"{num(v)}" for v, _ in plot["answers"] if not any(same(v, w) for w, _ in panels[0]["own"])]
         if untried:
             caption += f"; you never trained {', '.join(untried)}, so it has no line"
@@ -36,19 +36,21 @@ def sweep_figure(plot: dict) -> Figure:
 
 
 def _draw_panel(ax, panel: dict, plot: dict, colors: dict) -> None:
-    answers = {v: qids for v, qids in plot["answers"]}
+    """Bands first, then one line per value; a question's answer thick, named at its last epoch."""
     for value, low, high in panel["band"]:
         epochs = [i + 1 for i, (lo, hi) in enumerate(zip(low, high)) if lo is not None and hi is not None]
         ax.fill_between(epochs, [low[e - 1] for e in epochs], [high[e - 1] for e in epochs],
                         color=colors[value], alpha=0.18, linewidth=0)
     for value, curve in panel["own"]:
-        mark = next((qids for v, qids in answers.items() if same(v, value)), None)
+        mark = next((qids for v, qids in panel["answers"] if same(v, value)), None)
         epochs = [i + 1 for i, x in enumerate(curve) if x is not None]
-        label = num(value) + (f" ← your answer ({mark})" if mark else "")
-        if any(same(value, d) for d in plot["diverged"]):
-            label += " (diverged)"
-        ax.plot(epochs, [x for x in curve if x is not None], "-", color=colors[value], label=label,
+        ys = [x for x in curve if x is not None]
+        ax.plot(epochs, ys, "-", color=colors[value], label=num(value),
                 linewidth=3.2 if mark else 1.4, marker="o" if mark else None, markersize=3.5, zorder=3 if mark else 2)
+        if mark:
+            ax.annotate(f"◀ {mark}", (epochs[-1], ys[-1]), xytext=(4, 0), textcoords="offset points",
+                        fontsize=8, fontweight="bold", color=colors[value], va="center")
+    ax.set_xlim(0.6, max((len(c) for _, c in panel["own"]), default=1) + 1.6)
     ax.set_xlabel("epoch")
     ax.set_ylabel(panel["words"])
     ax.set_title(f"your {panel['words']}", fontsize=10)
