@@ -156,6 +156,19 @@ def test_each_sweep_figure_decodes(ava_pages):
             assert pixels.shape[0] > 200 and pixels.shape[1] > 400
 
 
+def test_odd_runs_records_render_without_a_traceback(sp, ref, students):
+    """Whatever shape a runs entry has (the notebook's kit is untrusted), the page renders and says what it can."""
+    result = copy.deepcopy(students["ava"])
+    result["runs"] += [None, "run", {"config": None, "epochs": "ten", "history": "lots"},
+                       {"config": {"lr": [0.1], "batch_size": {"a": 1}}, "source": "notebook-reported", "served": None,
+                        "calls": True, "history": {"acc": ["x", None, float("nan")]}}]
+    result["runs_summary"]["note"] = 12
+    result["questions"]["ex1.a"]["evidence"]["sweeps"] = "lr"
+    section = _section(render_feedback_html(result, sp, ref))
+    assert section.problems == [] and len(section.images) == 2
+    assert "lr=[0.1], batch_size={'a': 1}" in section.text and "12" in section.text
+
+
 # what the runs support ---------------------------------------------------------------------------
 
 def _sentences(section: dict) -> dict[str, str]:

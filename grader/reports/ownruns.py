@@ -60,8 +60,9 @@ def evidence_questions(result: dict, spec) -> list[tuple]:
 
 
 def sweeps_of(q, ev: dict) -> list[str]:
-    named = ev.get("sweeps") or list(q.sweeps) or ([q.sweep] if q.sweep else [])
-    return [str(s) for s in named]
+    """The sweeps the question's evidence covers, as the evidence names them, else as the spec does."""
+    named = ev.get("sweeps") if isinstance(ev.get("sweeps"), list) else None
+    return [str(s) for s in named or list(q.sweeps) or ([q.sweep] if q.sweep else [])]
 
 
 def sweeps_in_use(asked: list[tuple], spec) -> list[str]:
@@ -234,12 +235,12 @@ def _intro(runs: list[dict], evidence_runs: list[dict], source: str | None, spec
     if source is None:
         return ("No training service ran when your notebook was graded, so no run of yours counts as evidence: "
                 "your answers are judged by the reference alone.")
-    calls = sum(r["calls"] for r in evidence_runs if isinstance(r.get("calls"), int) and not isinstance(r.get("calls"), bool))
+    calls = sum(r["calls"] for r in evidence_runs if _number(r.get("calls")))
     who = "The training service" if source == "service" else "Your notebook"
     if not evidence_runs:
         return f"{who} recorded no run of yours."
     text = (f"{who} recorded {len(evidence_runs)} distinct runs of yours"
-            + (f" ({calls} calls of train())" if calls else "") + ". ")
+            + (f" ({num(calls)} calls of train())" if calls else "") + ". ")
     return text + (f"Runs of a sweep's configuration with the full {spec.epochs} epochs are the evidence below; "
                    "a configuration run more than once counts once, its histories averaged.")
 
