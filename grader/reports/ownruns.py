@@ -38,7 +38,7 @@ def evidence_section(result: dict, spec, reference, *, hidden: bool) -> dict | N
     asked = evidence_questions(result, spec)
     only_reported = not evidence_runs and any(r.get("source") == "notebook-reported" for r in runs)
     return {
-        "intro": _intro(runs, evidence_runs, source, spec),
+        "intro": _intro(evidence_runs, source, spec),
         "sentences": _merged([(q.id, support_sentence(q, entry, ev, spec, only_reported=only_reported))
                                for q, entry, ev in asked]),
         "sweeps": [sweep_part(name, asked, evidence_runs, spec, reference, hidden=hidden)
@@ -231,7 +231,7 @@ def _any_tried(asked: list[tuple], name: str) -> bool:
 
 # words --------------------------------------------------------------------------------------------
 
-def _intro(runs: list[dict], evidence_runs: list[dict], source: str | None, spec) -> str:
+def _intro(evidence_runs: list[dict], source: str | None, spec) -> str:
     if source is None:
         return ("No training service ran when your notebook was graded, so no run of yours counts as evidence: "
                 "your answers are judged by the reference alone.")
