@@ -1,11 +1,13 @@
 """Hostile student text for the static reports, in every field a student controls: the folder name,
 every answer, the reasons and error lines taken from their notebook, the traceback of their code.
-Shared by the HTML checks (test_reports_hostile.py) and the browser checks (test_reports_browser.py)."""
+The notebook's own report of its runs (config values, how it ran, its reason, the runs summary's note)
+is hostile too. Shared by the HTML checks (test_reports_hostile.py) and the browser checks (test_reports_browser.py)."""
 
 from __future__ import annotations
 
 import nbformat
 
+from evidence_fixtures import reported_run, service_run, with_runs
 from fakes import GOOD_ANSWERS, fake_result
 
 # each one tries something else: a script, an event handler out of an attribute, template injection,
@@ -30,6 +32,10 @@ MULTILINE = "first line\nsecond line <script>window.__pwned = 7</script>\n\nlast
 NAME = "\"><img src=x onerror=\"window.__pwned = 8\">{{ 7*7 }} \u202eeman"
 NAME_SHOWN = "\"><img src=x onerror=\"window.__pwned = 8\">{{ 7*7 }} [U+202E]eman"
 COPIER = "<script>window.__pwned = 9</script>copier"
+# what a forged or hostile runs file of the notebook's kit may say: config values, how it ran, its reason
+RUN_NOTE = HOSTILE[6] + " " + CONTROLS
+RUNS_NOTE = HOSTILE[3] + " " + BIDI
+RUNS_NOTE_SHOWN = HOSTILE[3] + " " + BIDI_SHOWN
 LONG = ("This answer is long enough to be compared with the others, and it says " + JOINED).strip()
 
 
@@ -54,12 +60,15 @@ def hostile_notebook():
 
 
 def hostile_results(sp, ref) -> list[dict]:
-    """A graded student with hostile name, answers, feedback and override comment; one who copied them
+    """A graded student with hostile name, answers, feedback, override comment and notebook-reported run; one who copied them
     (so the look-alike table names both); one whose notebook failed with hostile reason and errors."""
     graded = fake_result(NAME, hostile_answers(), sp=sp, ref=ref)
     for qid, entry in graded["questions"].items():
         entry["feedback"] = f"{entry['feedback']} You wrote: {entry['answer']}"
     graded["questions"]["ex1.d"]["override"] = {"points": 1.5, "comment": "Instructor quoting you: " + HOSTILE[1]}
+    hostile_run = reported_run({"lr": HOSTILE[0], "batch_size": "{{ 7*7 }}", "optimizer": HOSTILE[1]},
+                               note=RUN_NOTE, epochs=HOSTILE[2], served=HOSTILE[5])
+    with_runs(graded, [service_run(sp, "lr", v) for v in (0.01, 0.1, 0.3)] + [hostile_run], sp, reported_note=RUNS_NOTE)
     copier = fake_result(COPIER, {**GOOD_ANSWERS, "ex1.d": hostile_answers()["ex1.d"], "ex2.d": LONG}, sp=sp, ref=ref)
     failed = fake_result(HOSTILE[0], {}, sp=sp, ref=ref, status="error",
                          reason=f"cell 1 «s = '{HOSTILE[0]}'» raised {HOSTILE[1]} {BIDI}")

@@ -8,9 +8,10 @@ import pytest
 
 from fakes import Page
 from grader.reports.feedback_html import render_feedback_html
+from grader.reports.report import feedback_markdown
 from grader.reports.summary import class_summary, render_summary_html
 from report_hostile import (BIDI_SHOWN, COPIER, CONTROLS, CONTROLS_SHOWN, HOSTILE, JOINED, LONG, MULTILINE, NAME,
-                            NAME_SHOWN, hostile_notebook, hostile_results)
+                            NAME_SHOWN, RUN_NOTE, RUNS_NOTE, RUNS_NOTE_SHOWN, hostile_notebook, hostile_results)
 
 # every element the report templates write; a student's text must never add another
 REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "strong", "bdi", "section",
@@ -91,3 +92,36 @@ def test_summary_title_is_text(sp, ref, results):
     html = render_summary_html(class_summary(results, sp, ref), title=HOSTILE[0] + HOSTILE[2])
     page = assert_inert(html)
     assert HOSTILE[0] + HOSTILE[2] in page.text
+
+
+def _own_runs_text(html: str) -> str:
+    start = html.index('<section class="box evidence" id="own-runs">')
+    return _flat(Page(html[start:html.index("</section>", start) + len("</section>")]).text)
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_the_notebooks_own_runs_and_the_runs_note_are_text(sp, ref, results, hide):
+    """A hostile runs file: config values (a string lr), how it ran, its epochs and reason, the summary's note."""
+    html = render_feedback_html(results[0], sp, ref, hide_answers=hide)
+    assert_inert(html)
+    shown = _own_runs_text(html)
+    assert "Runs your notebook reported itself: shown, not evidence" in shown
+    assert f"lr={HOSTILE[0]}" in shown and f"optimizer={HOSTILE[1]}" in shown and "batch_size={{ 7*7 }}" in shown
+    assert HOSTILE[2] in shown, "epochs as the notebook wrote them"
+    assert HOSTILE[5][:59] + "…" in shown, "'served' as the notebook wrote it, cut at 60 characters"
+    assert _flat(f"{HOSTILE[6]} {CONTROLS_SHOWN}") in shown
+    assert _flat(RUNS_NOTE_SHOWN) in shown
+    assert RUN_NOTE not in html and RUNS_NOTE not in html
+
+
+def test_the_markdown_feedback_keeps_the_runs_file_plain(sp, ref, results):
+    md = feedback_markdown(results[0], sp, False, ref)
+    part = md.split("## Your own runs", 1)[1]
+    assert "Runs your notebook reported itself" in part
+    for raw in ("<script", "<img", "<b id", "<iframe", "</section>"):
+        assert raw not in md, raw
+    assert "\x00" not in part and "\u202e" not in part and CONTROLS_SHOWN in part
+    assert "right-to-left \\[U+202E\\]override" in part, "the runs note's bidi controls are named, not obeyed"
+    row = next(line for line in part.splitlines() if "onerror" in line)
+    assert row.count(" | ") == 4, "a pipe in the notebook's text cannot add a column"
+    assert "&lt;script&gt;" in row and "{{ 7\\*7 }}" in row

@@ -16,8 +16,10 @@ import json
 from typing import Any
 
 from grader.reports.htmlkit import Figure, new_figure, num, png_data_uri, render
-from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, VARY_WORDS, grid_of, in_set, mean_curves, metric_epoch,
-                              question_ref, same, student_choice)
+from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, METRIC_WORDS, VARY_WORDS, grid_of, in_set,
+                                      mean_curves, metric_epoch, question_ref, same, student_choice)
+from grader.reports.ownruns import evidence_section
+from grader.reports.ownruns_plot import sweep_figure
 from grader.execution.traceback_trim import failing_cell
 from reference.spec import hyperparameter_value
 
@@ -30,8 +32,6 @@ HIDDEN_SENTENCES = {
     "review": "These points are provisional until an instructor reviews your answer.",
     "missing": "Not answered.",
 }
-METRIC_WORDS = {"final_train_acc": "final training accuracy", "best_test_acc": "best test accuracy",
-                "final_test_acc": "final test accuracy", "best_train_acc": "best training accuracy"}
 MAX_ANSWER_CHARS = 5000
 
 
@@ -59,6 +59,7 @@ def feedback_page(result: dict, spec, reference, *, hide_answers: bool = False, 
         "hidden": hide_answers,
         "status": _status(result, executed_notebook),
         "questions": [_question(q, questions.get(q.id), spec, reference, hide_answers) for q in spec.questions],
+        "evidence": _evidence(result, spec, reference, hide_answers),
     }
 
 
@@ -91,6 +92,15 @@ def optimum_plot(q, entry: dict | None, spec, reference, *, hide_answers: bool) 
         "table": table,
         "z": float(qref.get("z", spec.z)),
     }
+
+
+def _evidence(result: dict, spec, reference, hide: bool) -> dict | None:
+    """The "Your own runs" section with each sweep's figure drawn; None without a runs record."""
+    section = evidence_section(result, spec, reference, hidden=hide)
+    if section is not None:
+        for part in section["sweeps"]:
+            part["figure"] = sweep_figure(part["plot"]) if part["plot"] else None
+    return section
 
 
 def _status(result: dict, executed_notebook: Any) -> dict | None:

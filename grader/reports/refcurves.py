@@ -19,6 +19,8 @@ METRIC_CURVE = {
     "final_test_acc": "test_acc",
 }
 CURVE_WORDS = {"acc": "training accuracy", "test_acc": "test accuracy"}
+METRIC_WORDS = {"final_train_acc": "final training accuracy", "best_test_acc": "best test accuracy",
+                "final_test_acc": "final test accuracy", "best_train_acc": "best training accuracy"}
 VARY_WORDS = {"lr": "learning rate η", "batch_size": "batch size S", "momentum": "momentum μ"}
 
 
@@ -101,6 +103,28 @@ def mean_curves(reference: Any, spec, qref: dict, values: list[float]) -> dict[f
     return out
 
 
+def seed_band(reference: Any, spec, sweep: str, key: str, values: list[float]) -> dict[float, tuple[list, list]]:
+    """Per epoch, the lowest and highest value over the reference's seeds of curve `key` (acc or test_acc),
+    for each grid value asked of the sweep: what one seed of the student's own may land in.
+
+    A grid value without runs in the artifact is left out; an epoch where no seed has a number is None in both.
+    """
+    vary = artifact(reference).get("sweeps", {}).get(sweep, {}).get("vary")
+    if vary is None and sweep in spec.sweeps:
+        vary = spec.sweeps[sweep].vary
+    if not vary:
+        return {}
+    fixed = sweep_fixed(reference, spec, sweep)
+    runs = artifact(reference).get("runs", [])
+    out = {}
+    for value in values:
+        curves = [c for c in (r.get("history", {}).get(key) or [] for r in runs
+                              if _matches(r.get("config", {}), vary, value, fixed)) if c]
+        if curves:
+            out[value] = _epoch_extremes(curves)
+    return out
+
+
 def metric_epoch(curve: list[float | None], metric: str) -> int | None:
     """The epoch whose value the metric reads: the last one for final_*, the highest for best_*."""
     points = [(i, v) for i, v in enumerate(curve) if v is not None]
@@ -124,3 +148,12 @@ def _epoch_means(curves: list[list]) -> list[float | None]:
         xs = [c[e] for c in curves if e < len(c) and isinstance(c[e], (int, float)) and math.isfinite(c[e])]
         means.append(sum(xs) / len(xs) if xs else None)
     return means
+
+
+def _epoch_extremes(curves: list[list]) -> tuple[list, list]:
+    low, high = [], []
+    for e in range(max(len(c) for c in curves)):
+        xs = [c[e] for c in curves if e < len(c) and isinstance(c[e], (int, float)) and math.isfinite(c[e])]
+        low.append(min(xs) if xs else None)
+        high.append(max(xs) if xs else None)
+    return low, high

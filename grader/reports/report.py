@@ -16,7 +16,9 @@ from grader.assessment.rescore import public
 from grader.assessment.score import VERDICT_WORDS
 from grader.common.csvcell import LINE_END, cell
 from grader.common.names import display, result_stem, terminal
+from grader.common.templating import inert
 from grader.common.text import one_line
+from grader.reports.ownruns import evidence_section
 
 RESULTS_FORMAT = "labgrader-results/1"
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|~#"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
@@ -45,8 +47,9 @@ def results_document(header: dict, results: list[dict]) -> dict:
     return {"format": RESULTS_FORMAT, **header, "students": [public(r) for r in results]}
 
 
-def feedback_markdown(result: dict, spec, hidden: bool) -> str:
-    """A student's feedback: status and reason, then each question's answer, points and why."""
+def feedback_markdown(result: dict, spec, hidden: bool, reference=None) -> str:
+    """A student's feedback: status and reason, then each question's answer, points and why, then the
+    student's own runs (with the reference's numbers beside them when a reference is given and not hidden)."""
     lines = [f"# Lab {spec.assignment_id}: {spec.title}: feedback for {_md(result['student'])}", ""]
     lines.append(f"- Status: **{result['status']}**" + (f": {_md(result['reason'])}" if result["reason"] else ""))
     waiting = [qid for qid, q in result["questions"].items() if q["review"]]
@@ -69,6 +72,7 @@ def feedback_markdown(result: dict, spec, hidden: bool) -> str:
         if q.get("override"):
             comment = q["override"].get("comment")
             lines += ["", f"Instructor: {_num(q['override']['points'])} points" + (f", {_md(comment)}" if comment else "")]
+    lines += _evidence_lines(evidence_section(result, spec, reference, hidden=hidden or reference is None))
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +114,7 @@ def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) 
     folder.mkdir(parents=True, exist_ok=True)
     stem = result_stem(result)
     path = folder / f"{stem}.md"
-    write_text_atomic(path, feedback_markdown(result, spec, hidden))
+    write_text_atomic(path, feedback_markdown(result, spec, hidden, reference))
     if reference is not None:
         from grader.reports.feedback_html import render_feedback_html
 
@@ -128,6 +132,37 @@ def write_class_report(out: Path, results: list[dict], spec, reference) -> None:
     summary = class_summary(results, spec, reference)
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "summary.html", render_summary_html(summary, title=f"Lab {spec.assignment_id}: {spec.title}"))
+
+
+def _evidence_lines(section: dict | None) -> list[str]:
+    """The "Your own runs" section in Markdown: the page's words and tables, without the figures."""
+    if section is None:
+        return []
+    lines = ["", "## Your own runs", "", _md(section["intro"]), ""]
+    lines += [f"- **{_md(s['qid'])}**: {_md(s['text'])}" for s in section["sentences"]]
+    for sw in section["sweeps"]:
+        lines += ["", f"### The {_md(sw['name'])} sweep: you trained {sw['tried']} values of the {_md(sw['vary'])}", ""]
+        head = [sw["vary"]]
+        for c in sw["columns"]:
+            head += [f"your {c['words']} ({c['qids']})"] + ([] if sw["hidden"] else ["reference: mean ± SE"])
+        lines += [_md_row(head + ["your answer"]), "|" + "---|" * (len(head) + 1)]
+        for r in sw["rows"]:
+            cells = [r["value"]]
+            for c in r["cells"]:
+                cells += [c["own"]] + ([] if sw["hidden"] else [c["ref"]])
+            lines.append(_md_row(cells + [f"◀ {r['answer']}" if r["answer"] else ""]))
+    if section["reported"]:
+        lines += ["", "### Runs your notebook reported itself: shown, not evidence", "",
+                  _md_row(["configuration", "epochs", "how", "calls", "the notebook's reason"]), "|---|---|---|---|---|"]
+        lines += [_md_row([inert(r[k]) for k in ("config", "epochs", "served", "calls", "note")])
+                  for r in section["reported"]]
+    if section["note"]:
+        lines += ["", _md(inert(section["note"]))]
+    return lines
+
+
+def _md_row(cells: list) -> str:
+    return "| " + " | ".join(_md(c) for c in cells) + " |"
 
 
 def _num(x) -> str:

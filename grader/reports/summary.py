@@ -1,4 +1,5 @@
-"""The class report: score distribution, per-question outcomes and answer choices, review queue, look-alikes.
+"""The class report: score distribution, per-question outcomes and answer choices, review queue, look-alikes,
+and (where results carry a runs record) the grid coverage of the students' own runs.
 
 class_summary returns plain JSON-ready data (OUT/summary.json); render_summary_html draws the same
 numbers (OUT/summary.html, templates/summary.html over summary_page's plain data). Every number cell of the HTML carries the JSON path it shows
@@ -11,6 +12,7 @@ import math
 import statistics
 from typing import Any, Iterable
 
+from grader.reports.coverage import class_evidence, coverage_part
 from grader.reports.htmlkit import Figure, new_figure, num, png_data_uri, render
 from grader.reports.refcurves import grid_of, in_set, question_ref, same, student_choice
 from grader.assessment.similarity import MEASURE, MIN_WORDS, copy_threshold, similar_pairs
@@ -39,6 +41,7 @@ def class_summary(results: Iterable[dict], spec, reference, *, similarity_thresh
         "similarity": {"measure": MEASURE, "threshold": similarity_threshold, "min_words": similarity_min_words},
         "similar": [p._asdict() for p in similar_pairs(results, spec, threshold=similarity_threshold,
                                                         min_words=similarity_min_words)],
+        "evidence": class_evidence(results, spec),
     }
 
 
@@ -59,6 +62,7 @@ def summary_page(summary: dict, *, title: str | None = None) -> dict:
                       for qid, q in summary["questions"].items()],
         "distributions": [_distribution_part(qid, q["answers"]) for qid, q in summary["questions"].items()
                           if "answers" in q],
+        "evidence": coverage_part(summary.get("evidence")),
         "review": [{"student": r["student"], "questions": ", ".join(r["questions"])} for r in summary["review"]],
         "similarity": {"measure": summary["similarity"]["measure"], "threshold": num(summary["similarity"]["threshold"]),
                        "min_words": num(summary["similarity"]["min_words"])},
