@@ -22,15 +22,21 @@ def counted_runs(spec, runs: list[dict] | None, source: str | None) -> dict[Conf
     """Config -> the run that counts for it; None when no source counts (no evidence rule applies)."""
     if runs is None or source is None:
         return None
+    return sweep_configs(spec, [r for r in runs if isinstance(r, dict) and r.get("source") == source])
+
+
+def sweep_configs(spec, runs: list[dict]) -> dict[Config, dict]:
+    """Config of any sweep -> the first run of it with the spec's epochs and hidden size and plain SGD."""
     out: dict[Config, dict] = {}
     for r in runs:
-        c = r.get("config") or {}
-        if (r.get("source") != source or r.get("epochs") != spec.epochs or c.get("hidden") != spec.hidden_dim
-                or c.get("optimizer") != "SGD" or None in (c.get("lr"), c.get("batch_size"), c.get("momentum"))):
+        c = r.get("config") if isinstance(r.get("config"), dict) else {}
+        lr, batch, momentum = c.get("lr"), c.get("batch_size"), c.get("momentum")
+        if (r.get("epochs") != spec.epochs or c.get("hidden") != spec.hidden_dim or c.get("optimizer") != "SGD"
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lr, batch, momentum))):
             continue
         for config in spec.configs():
-            if (math.isclose(c["lr"], config.lr, rel_tol=1e-9) and int(c["batch_size"]) == config.batch_size
-                    and math.isclose(c["momentum"], config.momentum, rel_tol=1e-9, abs_tol=1e-12)):
+            if (math.isclose(lr, config.lr, rel_tol=1e-9) and batch == config.batch_size
+                    and math.isclose(momentum, config.momentum, rel_tol=1e-9, abs_tol=1e-12)):
                 out.setdefault(config, r)
     return out
 

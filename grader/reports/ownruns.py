@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from grader.assessment.evidence import sweep_configs
 from grader.common.text import one_line
 from grader.reports.htmlkit import num
-from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, METRIC_WORDS, VARY_WORDS, artifact, question_ref,
-                                      same, seed_band, student_choice)
+from grader.reports.refcurves import (CURVE_WORDS, METRIC_CURVE, METRIC_WORDS, VARY_WORDS, artifact, same, seed_band, student_choice)
 from reference.spec import hyperparameter_value
 
 VARY_PLURAL = {"lr": "learning rates", "batch_size": "batch sizes", "momentum": "momentum values"}
@@ -76,19 +76,9 @@ def grid(spec, name: str) -> list:
 
 
 def sweep_runs(runs: list[dict], spec, name: str) -> dict:
-    """grid value -> the run of this sweep's configuration with the full epoch count (the first one met)."""
-    sweep = spec.sweeps[name]
-    out: dict = {}
-    for run in runs:
-        config = run.get("config") if isinstance(run.get("config"), dict) else {}
-        if run.get("epochs") != spec.epochs or not _standard(config, spec):
-            continue
-        if not all(_is(config.get(k), v) for k, v in sweep.fixed.items()):
-            continue
-        for value in grid(spec, name):
-            if _is(config.get(sweep.vary), value):
-                out.setdefault(value, run)
-    return out
+    """grid value -> the run of this sweep's configuration that counts as evidence (evidence.sweep_configs)."""
+    found = sweep_configs(spec, runs)
+    return {v: found[c] for v, c in zip(grid(spec, name), spec.sweeps[name].configs()) if c in found}
 
 
 def sweep_part(name: str, asked: list[tuple], runs: list[dict], spec, reference, *, hidden: bool) -> dict:
@@ -318,16 +308,6 @@ def _curve(run: dict, key: str, epochs: int) -> list:
     history = run.get("history") if isinstance(run.get("history"), dict) else {}
     curve = history.get(key) if isinstance(history.get(key), list) else []
     return [float(x) if _number(x) else None for x in curve[:epochs]]
-
-
-def _standard(config: dict, spec) -> bool:
-    """The lab's model and optimizer: a run of another size or optimizer is no run of a sweep."""
-    hidden, optimizer = config.get("hidden"), config.get("optimizer")
-    return (hidden is None or _is(hidden, spec.hidden_dim)) and (optimizer is None or optimizer == "SGD")
-
-
-def _is(x: Any, value) -> bool:
-    return _number(x) and same(x, value)
 
 
 def _number(x: Any) -> bool:
