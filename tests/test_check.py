@@ -134,12 +134,14 @@ def test_a_notebook_with_no_execute_reads_the_files_beside_it(tmp_path, ref):
     assert "7b_ex1.json: not written" in run.stdout and "7b_ex2.json: valid" in run.stdout
 
 
-def test_checking_json_never_imports_torch_nbclient_or_pandas(tmp_path, ref):
+@pytest.mark.parametrize("with_reference", [True, False])
+def test_checking_json_never_imports_torch_nbclient_or_pandas(tmp_path, ref, with_reference):
     path = answers(tmp_path, "7b_ex1.json", {"a": "0.1"})
+    argv = [str(path), *(["--reference", str(ref)] if with_reference else []), "--json"]
     code = (
         "import sys, json\n"
         "from grader.cli import main\n"
-        f"rc = main(['check', {str(path)!r}, '--reference', {str(ref)!r}, '--json'])\n"
+        f"rc = main(['check', *{argv!r}])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nbclient', 'pandas', 'numpy', 'tqdm'))\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}), file=sys.stderr)\n"
     )
