@@ -438,3 +438,16 @@ def test_a_real_notebook_check_compares_answers_with_the_runs_it_made(tmp_path, 
     assert "you ran 3 of 9 learning rates (0.01, 0.1, 0.5)" in text
     assert f"not consistent: your own runs point to {test_best:g} (the best learning rate by best test accuracy)" in text
     assert VERDICT.search(text) is None
+
+
+def test_check_names_why_a_broken_sandbox_cannot_start_and_runs_without_it(tmp_path, monkeypatch, capsys):
+    from grader.execution import sandbox
+
+    problem = ("bubblewrap (bwrap) cannot make a sandbox here (setting up uid map: Permission denied); "
+               "fix it or pass --no-sandbox")
+    monkeypatch.setattr(sandbox, "sandbox_problem", lambda: problem)
+    code, calls = _fake_notebook_check(tmp_path, monkeypatch, {"write": RIGHT}, reference=False)
+    assert code == 0 and calls[0]["sandbox"] is False
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "labgrader: the sandbox cannot start here (bubblewrap (bwrap) cannot make a sandbox here (setting up uid map: "
+        "Permission denied)): running your notebook without it (it is your own code)")
