@@ -56,11 +56,14 @@ The grader runs your notebook again from the top, so the answers must be written
 labgrader check {ex1}
 # the answer files beside the notebook
 labgrader check {notebook} --no-execute
-# run the notebook in the sandbox (Linux, with bubblewrap), then check what it wrote
+# run the notebook (in a sandbox where bubblewrap is installed), then check what it wrote against your own runs
 labgrader check {notebook}
 ```
 
-Running it in `check` uses labgrader's synthetic demo data unless you pass `--data-dir` or set
+`check` never tells you whether an optimum or a yes/no answer is right: the course's reference
+decides those points. It says whether each answer is valid and, for the notebook, whether it is
+consistent with the runs your notebook made and how much of each grid you ran. Running it in
+`check` uses labgrader's synthetic demo data unless you pass `--data-dir` or set
 `LABGRADER_DATA`. Exit code 0 means every file is valid.
 """
 

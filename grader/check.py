@@ -1,8 +1,11 @@
 """`labgrader check`: a student's self-check of a notebook, an answer file or a folder.
 
-Says for each question whether the answer is valid and right, partly right, wrong, awaiting
-review or not answered, never the expected value unless --reveal. Checking JSON files stays
-cheap: torch, nbclient and pandas are imported only when a notebook has to run.
+Without --reference it never says right or wrong, nor gives points, for a question the course's
+reference decides (an optimum or a yes/no: on a grid of 9 values such an oracle gives the answer away):
+each answer is valid, invalid or not answered, and, when the notebook ran, consistent or not with the
+student's own runs as the lab kit reported them. --reference REF (a practice mode an instructor
+hands out) scores every question as `grade` does, never the expected value unless --reveal.
+Checking JSON files stays cheap: torch, nbclient and pandas are imported only when a notebook runs.
 Exit codes: 0 every file valid; 1 some file invalid (or the notebook failed); 2 usage or I/O.
 """
 
@@ -14,15 +17,17 @@ import sys
 from pathlib import Path
 
 from grader.common.errors import UserError
-from grader.assessment.score import VERDICT_WORDS
-from grader.assessment.validate import parse_answers, read_answer_file, validate_answers
 
-PLAIN_VERDICTS = ("Your answer is right:", "Your answer is wrong:")
+NOTHING_TO_REVEAL = ("--reveal: there is nothing to reveal without the course's reference; "
+                     "pass --reference REF if your course handed one out")
+NO_BWRAP_NOTE = "bubblewrap is not installed: running your notebook without a sandbox (it is your own code)"
 
 
 def check_command(args) -> int:
     from reference.spec import load_spec
 
+    if getattr(args, "reveal", False) and not getattr(args, "reference", None):
+        raise UserError(NOTHING_TO_REVEAL)
     spec = load_spec(getattr(args, "spec", None))
     path = Path(args.path)
     if not path.exists() and not path.is_symlink():
@@ -32,26 +37,33 @@ def check_command(args) -> int:
         if not any(targets.values()):
             raise UserError(f"{path}: holds no answer files ({', '.join(spec.answer_files)}); "
                             "run the notebook first, or check the .ipynb")
+        alone = "folder"
     elif path.suffix == ".ipynb":
-        if getattr(args, "no_execute", False):
-            targets = {name: _existing(path.parent / name) for name in spec.answer_files}
-        else:
+        if not getattr(args, "no_execute", False):
             return _check_notebook(args, spec, path)
+        targets = {name: _existing(path.parent / name) for name in spec.answer_files}
+        alone = "folder"
     elif path.suffix == ".json":
         targets = {_answer_name(path, spec): path}
+        alone = "file"
     else:
         raise UserError(f"{path}: not a notebook (.ipynb), an answer file (.json) or a folder")
-    return _report(args, spec, targets, None)
+    from grader.checking.own_runs import no_runs_view
+
+    return _report(args, spec, targets, None, no_runs_view(alone), None)
 
 
 def _check_notebook(args, spec, notebook: Path) -> int:
-    """Run the notebook in the sandbox as `grade` would, then check the answer files it wrote."""
+    """Run the notebook as `grade` would (in the sandbox where there is one), then check the answer files
+    it wrote against the runs the kit reported."""
     import tempfile
 
+    from grader.checking.own_runs import runs_view
     from grader.execution.execute import execute_notebook, prepare_workdir
-    from grader.grading.pipeline import exec_reason, resolve_data_dir
     from grader.execution.limits import limits_from_args
+    from grader.grading.pipeline import exec_reason, resolve_data_dir
 
+    sandbox = _sandbox(args)
     data_dir, source = resolve_data_dir(args)
     print(f"labgrader: running {notebook.name} (data: {data_dir}, from {source}); this takes as long as the notebook does",
           file=sys.stderr)
@@ -59,13 +71,34 @@ def _check_notebook(args, spec, notebook: Path) -> int:
         workdir = Path(tmp) / "work"
         workdir.mkdir()
         nb = prepare_workdir(notebook, workdir, answer_files=spec.answer_files)
+        extra = {} if sandbox or getattr(args, "no_sandbox", False) else {"warn_unsandboxed": False}
         result = execute_notebook(nb, workdir, limits=limits_from_args(args), data_dir=data_dir,
-                                  preamble=spec.preamble, sandbox=not getattr(args, "no_sandbox", False), slot=0, seed=0)
+                                  preamble=spec.preamble, sandbox=sandbox, slot=0, seed=0, **extra)
         get = (lambda k: result.get(k)) if isinstance(result, dict) else (lambda k: getattr(result, k, None))
         execution = {"status": get("status"), "reason": exec_reason(result), "cell": get("cell"),
                      "duration_s": get("duration_s")}
+        runs, counted = runs_view(spec, get("reported_runs"))
         targets = {name: _existing(workdir / name) for name in spec.answer_files}
-        return _report(args, spec, targets, execution)
+        return _report(args, spec, targets, execution, runs, counted)
+
+
+def _sandbox(args) -> bool:
+    """Sandboxed unless --no-sandbox; where the sandbox cannot start, unsandboxed with a one-line note:
+    `check` runs the student's own code on the student's own machine (`grade` refuses instead)."""
+    if getattr(args, "no_sandbox", False):
+        return False
+    from grader.execution.sandbox import NO_BWRAP, sandbox_problem
+
+    problem = sandbox_problem()
+    if problem is None:
+        return True
+    if problem == NO_BWRAP:
+        note = NO_BWRAP_NOTE
+    else:
+        why = re.sub(r"(;? ?fix it)? ?\(?or pass --no-sandbox\)?$", "", problem).rstrip(" ;,")
+        note = f"the sandbox cannot start here ({why}): running your notebook without it (it is your own code)"
+    print(f"labgrader: {note}", file=sys.stderr)
+    return False
 
 
 def _existing(path: Path) -> Path | None:
@@ -82,87 +115,39 @@ def _answer_name(path: Path, spec) -> str:
     raise UserError(f"{path}: not an answer file of lab {spec.assignment_id} (expected {' or '.join(spec.answer_files)})")
 
 
-def check_files(spec, ref, targets: dict[str, Path | None], *, reveal: bool) -> list[dict]:
-    """Each target file: found, valid, every problem, and each of its questions judged."""
-    from grader.assessment.score import score_question
+def _report(args, spec, targets: dict[str, Path | None], execution: dict | None, runs: dict, counted: dict | None) -> int:
+    from grader.checking import files as checking
+    from grader.checking.render import print_text
 
-    out = []
-    for name, path in targets.items():
-        entry = {"file": name, "path": str(path) if path else None, "found": path is not None,
-                 "readable": False, "valid": True, "errors": [], "questions": []}
-        answers, absent = None, f"{name} was not written" if path is None else None
-        if path is not None:
-            try:
-                data = read_answer_file(path)
-            except UserError as e:
-                if e.exit_code != 1:
-                    raise
-                entry.update(valid=False, errors=[str(e)])
-                absent = f"{name} could not be read"
-            else:
-                entry["errors"] = validate_answers(name, data)
-                entry["valid"] = not entry["errors"]
-                answers = parse_answers(name, data)
-                entry["readable"] = True
-        for q in spec.questions_in(name):
-            answer = answers.get(q.key) if answers else None
-            scored = score_question(q, answer, ref.question(q.id), spec=spec, provenance=ref.provenance,
-                                    hide=not reveal, absent=absent)
-            label = "invalid" if answer is not None and answer.error else VERDICT_WORDS[scored["verdict"]]
-            if q.kind == "yesno" and scored["review"]:
-                label += ", reason needs review"
-            item = {"id": q.id, "key": q.key, "label": label, **{k: scored[k] for k in
-                    ("verdict", "points", "max", "review", "feedback")}}
-            if reveal:
-                item["expected"] = scored["expected"]
-            entry["questions"].append(item)
-        out.append(entry)
-    return out
-
-
-def _report(args, spec, targets: dict[str, Path | None], execution: dict | None) -> int:
-    from grader.assessment.reference_io import reference_for
-
-    ref = reference_for(getattr(args, "reference", None), spec, lambda line: print(f"labgrader: {line}", file=sys.stderr),
-                        check_runs=False)
     reveal = bool(getattr(args, "reveal", False))
-    files = check_files(spec, ref, targets, reveal=reveal)
+    if getattr(args, "reference", None):
+        from grader.assessment.reference_io import reference_for
+
+        ref = reference_for(args.reference, spec, lambda line: print(f"labgrader: {line}", file=sys.stderr),
+                            check_runs=False)
+        files = checking.reference_files(spec, ref, targets, reveal=reveal, counted=counted)
+        questions = [q for f in files for q in f["questions"]]
+        extra = {"total": round(sum(q["points"] for q in questions), 6), "max": round(sum(q["max"] for q in questions), 6),
+                 "provisional": any(q["review"] for q in questions), "reference": ref.summary()}
+    else:
+        files = checking.self_files(spec, targets, counted=counted)
+        extra = {"points": _points(files), "reference": None}
     failed_run = execution is not None and execution["status"] != "ok"
     wrote_nothing = execution is not None and not any(f["found"] for f in files)
     valid = all(f["valid"] for f in files) and not failed_run and not wrote_nothing
-    total = sum(q["points"] for f in files for q in f["questions"])
-    most = sum(q["max"] for f in files for q in f["questions"])
-    review = any(q["review"] for f in files for q in f["questions"])
+    doc = {"valid": valid, "execution": execution, "runs": runs, "files": files, **extra}
     if getattr(args, "json", False):
-        print(json.dumps({"valid": valid, "execution": execution, "files": files, "total": round(total, 6),
-                          "max": round(most, 6), "provisional": review, "reference": ref.summary()}, indent=2))
+        print(json.dumps(doc, indent=2))
     else:
-        _print_text(files, execution, total, most, review, reveal, wrote_nothing)
+        print_text(doc, reveal=reveal)
     return 0 if valid else 1
 
 
-def _print_text(files, execution, total, most, review, reveal, wrote_nothing) -> None:
-    if execution is not None:
-        line = f"notebook: {execution['status']}"
-        if execution["status"] != "ok" and execution["reason"]:
-            line += f": {execution['reason']}"
-        print(line)
-        if wrote_nothing:
-            print("notebook: wrote no answer files")
-    for f in files:
-        if not f["found"]:
-            print(f"{f['file']}: not written (its questions count as not answered)")
-            continue
-        problems = len(f["errors"])
-        print(f"{f['file']}: " + ("valid" if f["valid"] else f"invalid ({problems} problem{'s' if problems != 1 else ''})"))
-        for e in f["errors"]:
-            print(f"  {e}")
-        if not f["readable"]:
-            continue
-        width = max((len(q["label"]) for q in f["questions"]), default=0)
-        for q in f["questions"]:
-            print(f"  {q['key']}  {q['label'].ljust(width)}  {q['points']:g}/{q['max']:g}")
-            if reveal or not (q["verdict"] == "missing" or q["feedback"].startswith(PLAIN_VERDICTS)):
-                print(f"     {q['feedback']}")
-    note = " (provisional: answers marked 'needs review' are read by an instructor)" if review else ""
-    print(f"score: {total:g} of {most:g} points{note}")
+def _points(files: list[dict]) -> dict:
+    """What decides the points without a reference: the reference (no total), or the rubric (provisional)."""
+    questions = [q for f in files for q in f["questions"]]
+    decided = [q for q in questions if q["decided_by"] == "reference"]
+    text = [q for q in questions if q["decided_by"] == "rubric"]
+    return {"reference": {"questions": [q["id"] for q in decided], "max": round(sum(q["max"] for q in decided), 6)},
+            "free_text": {"questions": [q["id"] for q in text], "points": round(sum(q["points"] for q in text), 6),
+                          "max": round(sum(q["max"] for q in text), 6), "provisional": True}}

@@ -137,11 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     # check
     check = sub.add_parser("check", help="a student's self-check of a notebook or answer files",
-                           description="Check a notebook (executed in the sandbox), a 7b_ex*.json file or a folder. Exit 0 when every file is valid, 1 when any is invalid, 2 for usage or I/O errors.")
+                           description="Check a notebook (executed in the sandbox, or without one where bubblewrap is missing), a 7b_ex*.json "
+                                       "file or a folder: each answer valid or not and, for a notebook, consistent with your own runs "
+                                       "or not; right / wrong only with --reference. Exit 0 when every file is valid, 1 when any is "
+                                       "invalid, 2 for usage or I/O errors.")
     check.add_argument("path", metavar="PATH", help="a .ipynb, a 7b_ex*.json file, or a folder holding them")
     check.add_argument("--no-execute", action="store_true", help="for a notebook: read the JSON files beside it instead of running it")
-    check.add_argument("--reveal", action="store_true", help="also print the expected answers")
-    check.add_argument("--reference", metavar="REF", help="reference artifact (default: the bundled synthetic demo reference)")
+    check.add_argument("--reveal", action="store_true", help="with --reference: also print the expected answers "
+                       "(without it there is nothing to reveal: exit 2)")
+    check.add_argument("--reference", metavar="REF", help="a reference artifact your course handed out: right / wrong and points "
+                       "for every question (default: none; the optimum and yes/no questions then get no verdict)")
     _add_spec(check)
     _add_execution(check)
     _add_json(check)

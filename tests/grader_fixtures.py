@@ -134,6 +134,7 @@ class FakeExecResult:
     cell: int | None
     executed: str | None
     duration_s: float
+    reported_runs: str | None = None
 
 
 def notebook(path: Path, fake: dict) -> Path:
@@ -167,10 +168,11 @@ def fake_execute_module(calls: list) -> types.ModuleType:
         return notebooks[0]
 
     def execute_notebook(nb_path, workdir, *, limits, data_dir, preamble, sandbox=True, slot=0, seed=0, threads=2, stop=None,
-                         train_socket=None, data_cache=None, font_cache=None):
+                         train_socket=None, data_cache=None, font_cache=None, warn_unsandboxed=True):
         nb_path, workdir = Path(nb_path), Path(workdir)
         calls.append({"student": workdir.name, "notebook": nb_path.name, "slot": slot, "data_dir": data_dir, "preamble": preamble,
-                      "sandbox": sandbox, "limits": limits, "data_cache": data_cache, "font_cache": font_cache})
+                      "sandbox": sandbox, "limits": limits, "data_cache": data_cache, "font_cache": font_cache,
+                      "warn_unsandboxed": warn_unsandboxed})
         fake = json.loads(nb_path.read_text())["metadata"]["fake"]
         if fake.get("raise"):
             raise RuntimeError(fake["raise"])
@@ -181,7 +183,8 @@ def fake_execute_module(calls: list) -> types.ModuleType:
             (workdir / name).write_text(text, encoding="utf-8")
         executed = workdir / (nb_path.stem + ".executed.ipynb")
         shutil.copy(nb_path, executed)
-        return FakeExecResult(fake.get("status", "ok"), fake.get("reason", ""), fake.get("cell"), str(executed), 0.01)
+        return FakeExecResult(fake.get("status", "ok"), fake.get("reason", ""), fake.get("cell"), str(executed), 0.01,
+                              fake.get("reported_runs"))
 
     def remove_workdir(path):
         shutil.rmtree(path, ignore_errors=True)

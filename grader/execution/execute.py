@@ -143,12 +143,14 @@ def find_notebook(workdir: Path) -> Path:
 def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, sandbox: bool = True,
                      slot: int = 0, seed: int = 0, threads: int = DEFAULT_THREADS,
                      stop: threading.Event | None = None, train_socket: Path | None = None,
-                     data_cache: Path | None = None, font_cache: Path | None = None) -> ExecResult:
+                     data_cache: Path | None = None, font_cache: Path | None = None,
+                     warn_unsandboxed: bool = True) -> ExecResult:
     """Execute a prepared notebook in its work dir under `limits`; never raises for the notebook's faults.
 
     train_socket: the host path of this notebook's training-service session (grader/service), if any.
     data_cache: the grader's verified decoded copy of data_dir (reference/datacache.py), if any.
     font_cache: the folder holding matplotlib's font list (fontcache.py), if any.
+    warn_unsandboxed: say on stderr that sandbox=False runs without bubblewrap (off where the caller said why).
 
     Raises UserError only for the grader's own setup: no bubblewrap, no data dir. Setting `stop`
     (the grader was interrupted) kills the sandbox at once and raises ExecutionStopped.
@@ -163,7 +165,7 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
         sb.require_sandbox()
         if data_dir is not None and sb.privileged():
             _check_world_readable(Path(data_dir))
-    else:
+    elif warn_unsandboxed:
         _warn_unsandboxed()
 
     state = workdir / sb.STATE
