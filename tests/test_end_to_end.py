@@ -232,7 +232,7 @@ def test_canvas_export_with_a_roster_then_overrides_change_everything_consistent
     ada = next(s for s in os.listdir(out / "feedback") if s.startswith("adaright")).rsplit(".", 1)[0]
     overrides = tmp_path / "overrides.csv"
     overrides.write_text(f"student,question,points,comment\n{ada},ex1.d,1,Explain why more updates help.\n")
-    code, summary = grade(str(out / "lms" / "submissions"), "--out", str(out), "--overrides", str(overrides), *FAST)
+    code, summary = grade(str(out / "lms" / "submissions"), "--out", str(out), "--overrides", str(overrides), *EXAMPLE_LIMITS)
     assert code == 0 and summary["graded_now"] == 0
     assert next(r for r in rows(out / "grades.csv") if r["student"] == ada)["total"] in ("15", "15.0")
     assert "Explain why more updates help." in (out / "feedback" / f"{ada}.md").read_text()
