@@ -28,6 +28,8 @@ EXPECTED = {"ada_right": ("graded", 16.0), "ben_wrong": ("invalid-answers", 0.0)
             "cho_crash": ("error", 8.0), "dev_silent": ("no-answers", 0.0)}
 CANVAS_IDS = {"ada_right": "101", "ben_wrong": "102", "cho_crash": "103", "dev_silent": "104"}
 FAST = ["--cell-timeout", "60", "--timeout", "120"]
+# the examples train 10 epochs per run in the training service: the grader's default limits, not FAST's
+EXAMPLE_LIMITS = ["--cell-timeout", "600", "--timeout", "900"]
 
 
 def rows(path: Path) -> list[dict]:
@@ -52,7 +54,7 @@ def canvas_zip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def canvas_out(canvas_zip, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "canvas"
-    code, summary = grade(str(canvas_zip), "--out", str(out), "-j", "2", *FAST)
+    code, summary = grade(str(canvas_zip), "--out", str(out), "-j", "2", *EXAMPLE_LIMITS)
     assert code == 0
     return out, summary
 
@@ -71,6 +73,51 @@ def test_a_canvas_zip_of_the_examples_grades_as_they_were_built(canvas_out):
     assert not (out.parent / "evil.ipynb").exists() and not Path("/tmp/evil_abs.ipynb").exists()
     refused = json.loads((out / "lms" / "lms.json").read_text())["refused"]
     assert len(refused) == 2 and all(r["reason"] for r in refused)
+
+
+def results_by_student(out: Path) -> dict:
+    return {s["student"].split("_")[0]: s for s in json.loads((out / "results.json").read_text())["students"]}
+
+
+NUMERIC = ("ex1.a", "ex1.c", "ex2.a", "ex2.b")
+
+
+def test_the_examples_show_each_evidence_case(canvas_out):
+    """ada's answers are backed by its own 10-epoch service runs, ben answers values it never trained,
+    cho's Adam runs are notebook-reported (shown, not evidence), dev's 1-epoch runs count for nothing."""
+    out, _ = canvas_out
+    got = results_by_student(out)
+
+    ada = got["adaright"]
+    assert ada["runs_summary"]["evidence"] == "service" and ada["runs_summary"]["calls"] == 3
+    assert {(r["config"]["lr"], r["config"]["batch_size"], r["epochs"], r["source"]) for r in ada["runs"]} == {
+        (0.03, 128, 10, "service"), (0.1, 128, 10, "service"), (0.1, 256, 10, "service")}
+    for qid in NUMERIC:
+        ev = ada["questions"][qid]["evidence"]
+        assert ev["answer_tried"] is True and ev["agrees"] is True and not ev["complete"], (qid, ev)
+    assert ada["questions"]["ex1.a"]["evidence"]["tried"] == [0.03, 0.1]
+    assert ada["questions"]["ex1.c"]["evidence"]["tried"] == [128, 256]
+    assert all(q.get("evidence_rule") is None for q in ada["questions"].values())
+
+    ben = got["benwrong"]
+    assert ben["status"] == "invalid-answers" and ben["runs_summary"]["service"] == 3
+    assert {r["served"] for r in ben["runs"]} <= {"memo", "joined", "trained"}
+    untried = {qid for qid, q in ben["questions"].items() if q.get("evidence_rule") == "untried"}
+    assert untried == {"ex1.a", "ex2.a", "ex2.b"}
+    assert all(ben["questions"][qid]["review"] for qid in untried)
+    feedback = markdown_text("Your notebook never trained learning rate 1 with the sweep's fixed values")
+    assert feedback in (out / "feedback" / f"{ben['student']}.md").read_text()
+
+    cho = got["chocrash"]
+    assert [(r["source"], r["config"]["optimizer"], r["served"]) for r in cho["runs"]] == [
+        ("notebook-reported", "Adam", "notebook")] * 2
+    assert cho["runs_summary"]["evidence"] == "service" and "not evidence" in cho["runs_summary"]["note"]
+    assert {qid for qid, q in cho["questions"].items() if q.get("evidence_rule") == "untried"} == {"ex1.a", "ex1.c"}
+    assert cho["questions"]["ex1.a"]["evidence"]["tried"] == []
+
+    dev = got["devsilent"]
+    assert [(r["epochs"], r["source"]) for r in dev["runs"]] == [(1, "service")] * 2
+    assert all(q["evidence"] is None or q["evidence"]["tried"] == [] for q in dev["questions"].values())
 
 
 def code_cell_position(notebook: Path, needle: str) -> tuple[int, str]:
@@ -185,7 +232,7 @@ def test_canvas_export_with_a_roster_then_overrides_change_everything_consistent
     ada = next(s for s in os.listdir(out / "feedback") if s.startswith("adaright")).rsplit(".", 1)[0]
     overrides = tmp_path / "overrides.csv"
     overrides.write_text(f"student,question,points,comment\n{ada},ex1.d,1,Explain why more updates help.\n")
-    code, summary = grade(str(out / "lms" / "submissions"), "--out", str(out), "--overrides", str(overrides), *FAST)
+    code, summary = grade(str(out / "lms" / "submissions"), "--out", str(out), "--overrides", str(overrides), *EXAMPLE_LIMITS)
     assert code == 0 and summary["graded_now"] == 0
     assert next(r for r in rows(out / "grades.csv") if r["student"] == ada)["total"] in ("15", "15.0")
     assert "Explain why more updates help." in (out / "feedback" / f"{ada}.md").read_text()
@@ -200,7 +247,7 @@ def test_a_moodle_download_grades_and_exports_to_the_worksheet(tmp_path):
         folder.mkdir(parents=True)
         shutil.copy(EXAMPLES / student / "lab7b.ipynb", folder / "lab7b.ipynb")
     out = tmp_path / "out"
-    code, summary = grade(str(root), "--out", str(out), "-j", "2", *FAST)
+    code, summary = grade(str(root), "--out", str(out), "-j", "2", *EXAMPLE_LIMITS)
     assert code == 0
     assert sorted((s["status"], s["total"]) for s in summary["students"]) == [("graded", 16.0), ("no-answers", 0.0)]
     worksheet = tmp_path / "worksheet.csv"
