@@ -66,8 +66,15 @@ def small_class(tmp_path) -> Path:
 
 
 def students(out: Path) -> dict:
+    """Each student's result without what depends on the moment: times, and how the service served a run
+    (trained, or from the memo the first grading filled)."""
     doc = json.loads((out / "results.json").read_text())
-    return {r["student"]: {k: v for k, v in r.items() if k not in ("duration_s", "timing")} for r in doc["students"]}
+    out = {}
+    for r in doc["students"]:
+        kept = {k: v for k, v in r.items() if k not in ("duration_s", "timing")}
+        kept["runs"] = [{k: v for k, v in run.items() if k != "served"} for run in r.get("runs") or []]
+        out[r["student"]] = kept
+    return out
 
 
 def outputs(path: Path) -> list:
