@@ -14,8 +14,8 @@ import math
 
 from grader.common.names import display
 from grader.common.text import one_line
+from reference.kit_report import HISTORY_KEYS
 
-HISTORY_KEYS = ("acc", "test_acc", "loss", "test_loss")
 CONFIG_KEYS = ("lr", "batch_size", "momentum", "hidden", "optimizer")
 SERVICE, REPORTED = "service", "notebook-reported"
 MAX_REPORTED = 1000

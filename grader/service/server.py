@@ -25,12 +25,12 @@ from pathlib import Path
 from grader.common.errors import UserError
 from grader.execution.limits import Limits
 from grader.service.engine import ServiceOptions
+from reference.kit_report import HISTORY_KEYS
 
 MAX_CONNECTIONS = 4
 MIB = 1 << 20
 POLL_S = 0.5
 SEND_TIMEOUT_S = 60.0
-HISTORY_KEYS = ("acc", "test_acc", "loss", "test_loss")
 
 
 @dataclass(frozen=True)
