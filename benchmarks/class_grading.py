@@ -34,6 +34,7 @@ import gzip
 import json
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -264,14 +265,18 @@ CLASS_KINDS = {"shared": f"{len(SHARED)} shared in the same order, 1 from a pool
 def text_report(f: dict) -> str:
     w = f["wall_s"]
     r = f["ratios"]
-    lines = [
+    head = [
         f"device: {f['device']} (where the service trains); sandbox: {f['sandbox']}",
         f"data: {f['data']['kind']} Fashion-MNIST, {f['data']['n_train']} train / {f['data']['n_test']} test images",
         f"seeds: every notebook seeded {f['seed']} by the grader before its first cell; synthetic data seed 0",
         f"class ({f['class_kind']}): {f['students']} students, -j {f['jobs']}; {f['configs_per_notebook']} configurations "
         f"per notebook ({CLASS_KINDS[f['class_kind']]}), {f['epochs']} epochs each; "
         f"the class trains {f['distinct_configs']} distinct ones ({f['trainings']} trainings in all)",
-        "",
+        ""]
+    one = _one_report(f)
+    if f["one_only"]:
+        return "\n".join(head + one)
+    lines = head + [
         f"{'wall time':44} {'seconds':>9}",
         f"{'class, without the service (-j %d)' % f['jobs']:44} {w['class_without']:9.1f}",
         f"{'class, with the service, cold (-j %d)' % f['jobs']:44} {w['class_with']:9.1f}",
@@ -281,6 +286,7 @@ def text_report(f: dict) -> str:
         f"class speed-up, without / with the service: {r['speedup']:.2f}x (goal >= 5x)",
         f"class with the service / one notebook without: {r['class_with_over_one_without']:.2f}x (goal <= 2x)",
         f"class with the service / one notebook with:    {r['class_with_over_one_with']:.2f}x (goal <= 2x)",
+        *one[-1:],
         "",
         f"statuses: without {f['statuses']['without']}, with {f['statuses']['with']}; "
         + ("identical for every student" if f["statuses_identical"] else "DIFFERENT"),
@@ -301,6 +307,19 @@ def text_report(f: dict) -> str:
     return "\n".join(lines)
 
 
+def _one_report(f: dict) -> list[str]:
+    """One notebook graded alone, without and with the service: each repeat, the medians and their ratio."""
+    walls, w = f["one_wall_s"], f["wall_s"]
+    out = []
+    if f["one_repeats"] > 1 or f["one_only"]:
+        out.append(f"one notebook alone (-j 1), {f['one_repeats']} time(s) each way, alternating; seconds:")
+        for way in ("without", "with"):
+            out.append(f"  {way + ' the service':20} " + " ".join(f"{v:7.1f}" for v in walls[way])
+                       + f"   median {w['one_' + way]:.1f}")
+    out.append(f"one notebook with the service / without:  {f['ratios']['one_with_over_one_without']:.2f}x (goal <= 1x)")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--class-kind", choices=(*CLASS_KINDS, "both"), default="shared",
@@ -318,6 +337,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sandbox", action="store_true", help="pass --no-sandbox to grade (when bwrap is missing)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 students, 2 epochs, 6000/1000 images")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR (new or empty) and keep it: notebooks, outputs, logs")
+    ap.add_argument("--one-repeats", type=int, default=1, metavar="K",
+                    help="grade the one notebook K times each way, alternating, and report the medians (default 1)")
+    ap.add_argument("--one-only", action="store_true",
+                    help="only the one notebook, without and with the service (no class runs)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = ap.parse_args(argv)
     if args.class_kind == "both":
@@ -346,8 +369,8 @@ def choose(ap, args) -> tuple[int, dict]:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.students < 1 or args.jobs < 1 or args.epochs < 1:
-        ap.error("--students, --jobs and --epochs must be at least 1")
+    if args.students < 1 or args.jobs < 1 or args.epochs < 1 or args.one_repeats < 1:
+        ap.error("--students, --jobs, --epochs and --one-repeats must be at least 1")
 
     if args.keep:
         work = Path(args.keep)
@@ -367,25 +390,35 @@ def run(args, work: Path) -> tuple[int, dict]:
     (one / NOTEBOOK).write_bytes((work / "class" / names[0] / NOTEBOOK).read_bytes())
     one = one.parent
 
-    class_without = grade("class without service", work / "class", work, args, jobs=args.jobs, service=False)
-    class_with = grade("class with service", work / "class", work, args, jobs=args.jobs, service=True)
-    one_without = grade("one without service", one, work, args, jobs=1, service=False)
-    one_with = grade("one with service", one, work, args, jobs=1, service=True)
-
+    if not args.one_only:
+        class_without = grade("class without service", work / "class", work, args, jobs=args.jobs, service=False)
+        class_with = grade("class with service", work / "class", work, args, jobs=args.jobs, service=True)
+    ones = {"without": [], "with": []}
+    for k in range(args.one_repeats):
+        for way in ("without", "with"):
+            suffix = f" #{k + 1}" if args.one_repeats > 1 else ""
+            ones[way].append(grade(f"one {way} service{suffix}", one, work, args, jobs=1, service=way == "with"))
+    one_without, one_with = ones["without"][-1], ones["with"][-1]
+    one_s = {way: [g["wall_s"] for g in runs] for way, runs in ones.items()}
+    if args.one_only:
+        class_without = class_with = one_without
     statuses, answers = compare(class_without, class_with)
     n_runs, diff = largest_difference(class_without, class_with)
     configs = [c for i in range(args.students) for c in student_configs(i, args.class_kind)]
     w = {"class_without": class_without["wall_s"], "class_with": class_with["wall_s"],
-         "one_without": one_without["wall_s"], "one_with": one_with["wall_s"]}
+         "one_without": statistics.median(one_s["without"]), "one_with": statistics.median(one_s["with"])}
     figures = {
         "device": args.device, "sandbox": not args.no_sandbox, "seed": 0,
         "data": {**args.data, "dir": args.data["dir"] if args.data_dir or args.keep else None},
         "class_kind": args.class_kind, "students": args.students, "jobs": args.jobs, "epochs": args.epochs,
         "configs_per_notebook": len(student_configs(0, args.class_kind)), "distinct_configs": len(set(configs)), "trainings": len(configs),
+        "one_only": args.one_only, "one_repeats": args.one_repeats,
+        "one_wall_s": {way: [round(v, 3) for v in walls] for way, walls in one_s.items()},
         "wall_s": {k: round(v, 3) for k, v in w.items()},
         "ratios": {"speedup": round(w["class_without"] / w["class_with"], 3),
                    "class_with_over_one_without": round(w["class_with"] / w["one_without"], 3),
-                   "class_with_over_one_with": round(w["class_with"] / w["one_with"], 3)},
+                   "class_with_over_one_with": round(w["class_with"] / w["one_with"], 3),
+                   "one_with_over_one_without": round(w["one_with"] / w["one_without"], 3)},
         "goals": {"speedup": ">= 5x", "class_with_over_one_without": "<= 2x", "class_with_over_one_with": "<= 2x"},
         "statuses": {"without": counts(class_without), "with": counts(class_with)},
         "statuses_identical": not statuses, "status_differences": statuses, "answer_differences": answers,

@@ -61,7 +61,7 @@ def grade_command(args) -> int:
     threads = notebook_threads(jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
                   bool(getattr(args, "hide_answers", False)), threads,
-                  service_options=None if no_execute else _service_options(args, threads),
+                  service_options=None if no_execute else _service_options(args),
                   keep_work=bool(getattr(args, "keep_work", False)))
     options = execution_options(spec, no_execute, limits, ctx.sandbox, data_dir)
     options_key = options_sha256(options)
@@ -197,15 +197,17 @@ def _sandbox_caches(args, data_dir: Path, executor: str, say) -> tuple[Path | No
     return prepare_caches(data_dir, getattr(args, "data_cache", None), data=decode, say=say)
 
 
-def _service_options(args, threads: int):
-    """The training service's settings, or None for --no-train-service. It trains with the notebooks'
-    thread count, so a run it trains alone is bit for bit the notebook's own."""
+def _service_options(args):
+    """The training service's settings, or None for --no-train-service. It trains with every core (at most
+    $OMP_NUM_THREADS) whatever -j is: the notebooks are waiting while it trains, and its numbers (and its
+    memo) stay the same at any -j. A run it trains alone is bit for bit the kit's loop at that thread count:
+    a notebook graded alone (-j 1) computes the same; at -j 2 the notebook's own loop would round differently."""
     if getattr(args, "no_train_service", False):
         return None
     from grader.service.server import ServiceOptions
 
     return ServiceOptions(cache_dir=getattr(args, "train_cache", None) or os.environ.get("LABGRADER_TRAIN_CACHE"),
-                          device=getattr(args, "device", None) or "auto", threads=threads)
+                          device=getattr(args, "device", None) or "auto", threads=notebook_threads(1))
 
 
 @contextlib.contextmanager
@@ -217,7 +219,8 @@ def _training_service(ctx: Context, needed: bool, say):
         return
     from grader.service.server import TrainingService, say_summary
 
-    service = TrainingService(ctx.service_options, ctx.data_dir, say)
+    options = dataclasses.replace(ctx.service_options, data_cache=str(ctx.data_cache) if ctx.data_cache else None)
+    service = TrainingService(options, ctx.data_dir, say)
 
     def ready(failed):
         if failed:

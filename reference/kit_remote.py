@@ -45,9 +45,20 @@ def remember(tensors, fingerprint: str) -> None:
 def _stamp(t: torch.Tensor) -> tuple:
     """Identity of a tensor's contents: torch's version counter, its storage and an exact integer checksum
     (which also catches writes that bypass the counter, through .numpy() or .data)."""
-    flat = t.reshape(-1)
-    word = flat.view(torch.int32) if t.dtype == torch.float32 else flat
-    return (t._version, t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, int(word.sum(dtype=torch.int64)))
+    return (t._version, t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, _checksum(t))
+
+
+def _checksum(t: torch.Tensor) -> tuple:
+    """The bits summed per row, then the row sums weighted by their place, so that rows shuffled in place
+    change it too. Float32 pairs are read as one int64 word: 60,000 images in about 10 ms, not 150."""
+    if t.numel() == 0:
+        return (0, 0)
+    rows = t.reshape(t.shape[0] if t.dim() else 1, -1)
+    if t.dtype == torch.float32:
+        rows = rows.view(torch.int64) if rows.shape[1] % 2 == 0 and rows.is_contiguous() else rows.view(torch.int32)
+    sums = rows.sum(1, dtype=torch.int64)
+    place = torch.arange(1, len(sums) + 1, dtype=torch.int64)
+    return int(sums.sum()), int((sums * place).sum())
 
 
 def why_local(loss, model, data, optim, batch_size, n_epochs) -> str | None:

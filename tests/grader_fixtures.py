@@ -218,7 +218,7 @@ def install_fake_executor(monkeypatch) -> list:
     import grader.execution
     import grader.grade
 
-    monkeypatch.setattr(grader.grade, "_service_options", lambda args, threads: None)
+    monkeypatch.setattr(grader.grade, "_service_options", lambda args: None)
 
     monkeypatch.setattr(grader.execution, "execute", sys.modules["grader.execution.execute"], raising=False)
     return calls

@@ -346,3 +346,19 @@ def test_each_notebook_gets_the_run_s_checked_data_cache_unless_no_data_cache(tm
     assert len(calls) == 2 and all(c["data_cache"] is None and c["font_cache"] is None for c in calls)
     assert "labgrader: --no-data-cache: each notebook decodes the gzip files and lists matplotlib's fonts itself" \
         in capsys.readouterr().err.splitlines()
+
+
+def test_the_training_service_trains_with_every_core_whatever_j_is(monkeypatch):
+    """The notebooks wait while it trains, so -j does not divide its threads; $OMP_NUM_THREADS still caps them."""
+    import argparse
+    import os
+
+    import grader.grade
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for jobs in (1, 2, 8):
+        args = argparse.Namespace(jobs=jobs, no_train_service=False, train_cache=None, device=None)
+        assert grader.grade._service_options(args).threads == (os.cpu_count() or 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert grader.grade._service_options(argparse.Namespace(jobs=1, no_train_service=False)).threads == 1
+    assert grader.grade._service_options(argparse.Namespace(jobs=1, no_train_service=True)) is None

@@ -178,3 +178,36 @@ def test_a_service_that_cannot_start_leaves_the_class_to_train_in_the_sandboxes(
     line = next(ln for ln in err.splitlines() if "the training service did not start" in ln)
     assert "every notebook trains in its sandbox" in line and "Traceback" not in err
     assert "train_service" not in json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def test_the_service_process_maps_the_decoded_cache_and_computes_with_the_notebooks_environment(synthetic_data, tmp_path):
+    """A run trained from the mapped cache is bit for bit the run trained from the gzip files, and the process
+    starts with the thread variables a notebook's kernel gets."""
+    from reference import datacache
+
+    folder, _ = datacache.prepare(synthetic_data, tmp_path / "decoded")
+    answers, infos = {}, {}
+    for source, cache in (("gzip files", None), ("decoded cache", str(folder))):
+        svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path / source), gather_s=0.1, threads=1, data_cache=cache),
+                              synthetic_data).start()
+        try:
+            environ = Path(f"/proc/{svc.batcher.child.proc.pid}/environ").read_bytes().split(b"\0")
+            fut, how, _ = svc.batcher.submit(request(synthetic_data, lr=0.05, epochs=1), Waiter())
+            answers[source], infos[source] = fut.result(timeout=120), svc.summary()
+        finally:
+            svc.close()
+        assert b"OMP_NUM_THREADS=1" in environ and b"MALLOC_ARENA_MAX=2" in environ
+        assert how == "trained" and infos[source]["data_from"] == source
+    a, b = answers["gzip files"], answers["decoded cache"]
+    assert a.history == b.history
+    assert all(torch.equal(x, y) for x, y in zip((*a.params, *a.momenta, a.rng), (*b.params, *b.momenta, b.rng)))
+
+
+def test_a_cache_that_does_not_open_leaves_the_service_decoding_the_gzip_files(synthetic_data, tmp_path):
+    svc = TrainingService(ServiceOptions(cache_dir=str(tmp_path / "memo"), threads=1,
+                                         data_cache=str(tmp_path / "no-such-cache")), synthetic_data).start()
+    try:
+        assert svc.summary()["data_from"] == "gzip files"
+        assert "data from its gzip files" in svc.describe()
+    finally:
+        svc.close()

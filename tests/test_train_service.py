@@ -234,6 +234,7 @@ def test_a_damaged_memo_entry_is_trained_again(service, synthetic_data, monkeypa
     ("hook", "not the kit's build_mlp"),
     ("copied_data", "x_train is not the tensor get_data() returned"),
     ("edited_data", "x_train was modified after get_data()"),
+    ("swapped_rows", "x_train was modified after get_data()"),
     ("weight_decay", "options beyond lr and momentum"),
 ])
 def test_any_other_call_trains_in_the_notebook_and_says_why(change, why, service, synthetic_data, monkeypatch, capfd):
@@ -254,12 +255,18 @@ def test_any_other_call_trains_in_the_notebook_and_says_why(change, why, service
             kwargs["x"] = s.data[0][0].clone()
         elif change == "edited_data":
             s.data[0][0].numpy()[0, 0] += 0.5
+        elif change == "swapped_rows":  # images and labels shuffled alike: every sum over them is the same
+            for t in (s.data[0][0], s.data[0][1]):
+                t.numpy()[[0, 1]] = t.numpy()[[1, 0]]
         elif change == "weight_decay":
             kwargs["opt"] = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         before = service.summary()
         lab_call(s.data, model=model, epochs=1, **kwargs)
         if change == "edited_data":
             s.data[0][0].numpy()[0, 0] -= 0.5
+        if change == "swapped_rows":
+            for t in (s.data[0][0], s.data[0][1]):
+                t.numpy()[[0, 1]] = t.numpy()[[1, 0]]
     after = service.summary()
     assert (after["trained"], after["from_memo"], after["joined"]) == (before["trained"], before["from_memo"], before["joined"])
     assert why in capfd.readouterr().err.split("training in the notebook: ", 1)[1].splitlines()[0]

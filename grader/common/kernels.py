@@ -17,6 +17,17 @@ import os
 KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "LABGRADER_THREADS")
+
+
+def compute_env(threads: int, environ=None) -> dict[str, str]:
+    """How a process computes: its thread count wherever a library reads one, the allocator's arenas and
+    the kernel-choosing variables. The notebooks' kernels and the training service's process both start
+    with it, so that a run the service trains computes as the notebook's own loop would."""
+    return {**{name: str(threads) for name in THREAD_VARS}, "MALLOC_ARENA_MAX": "2", **kernel_env(environ)}
+
+
 def kernel_env(environ=None) -> dict[str, str]:
     """The kernel-choosing variables set here (empty ones left out)."""
     environ = os.environ if environ is None else environ

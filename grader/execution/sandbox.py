@@ -20,7 +20,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from grader.common.errors import UserError
-from grader.common.kernels import kernel_env
+from grader.common.kernels import compute_env
 from grader.execution.limits import Limits
 from reference.datacache import KIT_ENV
 from reference.kit_report import RUNS_ENV
@@ -40,8 +40,6 @@ SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "timezone",
              "nsswitch.conf", "hosts", "host.conf", "mime.types", "os-release", "fonts")
 HIDDEN_IN_PACKAGES = {"reference": ("demo", "specs")}  # expected answers and rubric keywords
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "LABGRADER_THREADS")
 NO_BWRAP = "bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt install bubblewrap) or pass --no-sandbox to run notebooks unsandboxed"
 
 
@@ -85,7 +83,7 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
     """The runner's and kernel's whole environment, built from nothing so no host secret leaks in.
 
     Only the variables that choose CPU kernels (KERNEL_VARS) come from the host, so a notebook takes
-    the kernel paths the training service takes; the thread count is the one the service trains with.
+    the kernel paths the training service takes (grader.common.kernels.compute_env, for both).
     """
     home = str(home)
     state = f"{home}/{STATE}"
@@ -97,10 +95,9 @@ def runner_env(*, home: str | os.PathLike, data: str | os.PathLike | None, threa
         "XDG_CACHE_HOME": f"{state}/cache", "XDG_CONFIG_HOME": f"{state}/config",
         "JUPYTER_CONFIG_DIR": f"{state}/jupyter-config", "JUPYTER_DATA_DIR": f"{state}/jupyter",
         "JUPYTER_PATH": f"{state}/jupyter", "JUPYTER_RUNTIME_DIR": f"{state}/runtime", "JUPYTER_PLATFORM_DIRS": "1",
-        "PYDEVD_DISABLE_FILE_VALIDATION": "1", "MALLOC_ARENA_MAX": "2",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     }
-    env.update({name: str(threads) for name in THREAD_VARS})
-    env.update(kernel_env())
+    env.update(compute_env(threads))
     env[RUNS_ENV] = f"{state}/{RUNS_FILE}"
     if data is not None:
         env["LABGRADER_DATA"] = str(data)

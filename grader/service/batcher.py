@@ -253,7 +253,7 @@ class Batcher:
 
 class _Job:
     """One group trained together, an epoch per step. A run alone trains with the kit's own loop, bit
-    for bit what the notebook computes with the same threads; a group trains with the batched trainer
+    for bit what the notebook computes with as many threads; a group trains with the batched trainer
     (the same within float32 rounding, which ten epochs can grow to a few 1e-3 in accuracy). Each run
     shuffles with its own copy of the notebook's generator."""
 

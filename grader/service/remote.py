@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from grader.common.errors import UserError
+from grader.common.kernels import compute_env
 from grader.common.text import one_line
 from reference import wire
 from reference.trainrequest import MAX_HIDDEN, MAX_PAYLOAD, TrainAnswer, answer_payload, build
@@ -98,10 +100,12 @@ class ServiceProcess:
         number = self.failures
         log = self.root / f"service-{number}.log"
         ours, theirs = socket.socketpair()
+        env = {**os.environ, **compute_env(self.options.threads or os.cpu_count() or 1)}
         try:
             with open(log, "wb") as sink:
                 proc = subprocess.Popen([sys.executable, "-m", "grader.service.worker", str(theirs.fileno())],
-                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                                        env=env)
         except OSError as e:
             ours.close()
             raise UserError(f"the training service's process could not start ({one_line(e, 160)})") from None
