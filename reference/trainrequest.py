@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 VERSION = 1
@@ -70,7 +71,11 @@ def build(*, data: str, lr: float, momentum: float, batch_size: int, epochs: int
 
 
 def parse(header: dict, tensors: dict, *, input_dim: int, classes: int) -> TrainRequest:
-    """Check a decoded frame; -> TrainRequest, or RequestError naming the first problem."""
+    """Check a decoded frame; -> TrainRequest, or RequestError naming the first problem.
+
+    It runs none of torch's parallel kernels (numpy checks the values): the service's process parses in its
+    reader thread, and one parallel op from a second thread makes OpenMP stop spinning between the trainer's
+    ops (throttled waits), so the main thread then trains about 25% slower (benchmarks/RESULTS.md)."""
     if header.get("op") != "train":
         raise RequestError(f"unknown operation {str(header.get('op'))[:40]!r}; the service only trains")
     if header.get("version") != VERSION:
@@ -100,7 +105,7 @@ def parse(header: dict, tensors: dict, *, input_dim: int, classes: int) -> Train
         if t.dtype != torch.float32 or tuple(t.shape) != shape:
             raise RequestError(f"malformed request: {name} must be float32 of shape {list(shape)}, "
                                f"got {str(t.dtype).replace('torch.', '')} {list(t.shape)}")
-        if not bool(torch.isfinite(t).all()):
+        if not bool(np.isfinite(t.numpy()).all()):
             raise RequestError(f"malformed request: {name} holds non-finite values")
     rng = tensors["rng"]
     if rng.dtype != torch.uint8 or tuple(rng.shape) != (RNG_BYTES,):

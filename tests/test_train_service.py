@@ -129,6 +129,20 @@ def test_a_lab_request_parses_with_its_group_and_a_stable_key():
     assert req.key("t") != req.key("other-trainer")
 
 
+def test_parsing_runs_none_of_torchs_kernels_so_the_services_reader_thread_leaves_openmp_alone(monkeypatch):
+    """The service's process parses requests in its reader thread; one parallel torch op there throttles
+    OpenMP's waits for the main thread's training (benchmarks/RESULTS.md), so the checks use numpy."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("parse called one of torch's kernels")
+
+    for name in ("isfinite", "isnan", "isinf"):
+        monkeypatch.setattr(torch, name, refuse)
+    monkeypatch.setattr(torch.Tensor, "all", refuse)
+    assert parse(*_request(), input_dim=784, classes=10).group == (32, 2, 16)
+    with pytest.raises(RequestError, match="w1 holds non-finite values"):
+        parse(*_request(w1=torch.full((16, 784), float("inf"))), input_dim=784, classes=10)
+
+
 EPYC = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n\nprocessor\t: 1\n"
 
 
