@@ -33,11 +33,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-# Training images gathered per run per chunk of steps (small on a CPU so a run's minibatches
-# stay in cache), and test images per evaluation chunk. Neither depends on how many runs share
-# the batch, so neither can change a run's numbers.
-CHUNK_ROWS = {"cpu": 1280, "cuda": 4096}
-EVAL_ROWS = {"cpu": 2048, "cuda": 4096}
+from reference import memsize
+from reference.memsize import CHUNK_ROWS, EVAL_ROWS
+
 
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 # Torch keeps one graph-capture state per process for its CUDA generators: a replay while another
@@ -54,17 +52,8 @@ def data_shape(data: "Data") -> dict:
 
 
 def bytes_per_run(data: "Data | dict", batch_size: int, hidden: int) -> int:
-    """Device memory one run adds to a batch: parameters and momentum, step buffers, the gathered
-    chunk of images with its one-hot labels and logits, the test-set evaluation, per-sample losses."""
-    shape = data if isinstance(data, dict) else data_shape(data)
-    item, width, classes, n, n_test = (shape[k] for k in ("item", "width", "classes", "n", "n_test"))
-    chunk = CHUNK_ROWS.get(shape["device"], CHUNK_ROWS["cuda"])
-    rows = EVAL_ROWS.get(shape["device"], EVAL_ROWS["cuda"])
-    params = 2 * (width * hidden + (hidden + 1) * classes)
-    step = batch_size * (2 * hidden + 1 + classes)
-    gathered = chunk * (width + 3 * classes)
-    evaluation = rows * (hidden + 1 + 2 * classes) * 2
-    return item * (params + step + gathered + evaluation + n + n_test) + 8 * 3 * n
+    """reference.memsize.bytes_per_run of this data (or its data_shape)."""
+    return memsize.bytes_per_run(data if isinstance(data, dict) else data_shape(data), batch_size, hidden)
 
 
 class Stopped(Exception):

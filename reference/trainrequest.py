@@ -4,6 +4,10 @@ A request names a standard training call completely: the MLP's initial weights, 
 momentum of plain SGD, batch size, epochs, the fingerprint of the data, and the state of
 the generator the kit shuffles with. Whatever arrives is checked field by field; a request
 that passes can be trained and memoized with no further doubt about its shapes or values.
+
+Its tensors are torch tensors (the kit, the service's process) or numpy arrays (the grader's side,
+which never imports torch); only the generator state's validity needs torch, so the grader leaves
+that check to the service's process, which parses every request again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 VERSION = 1
 MAX_HIDDEN = 4096
@@ -37,7 +40,7 @@ class TrainRequest:
     batch_size: int
     epochs: int
     params: tuple
-    rng: torch.Tensor
+    rng: object
 
     @property
     def hidden(self) -> int:
@@ -56,16 +59,46 @@ class TrainRequest:
         h.update(json.dumps(scalars, sort_keys=True).encode())
         for t in (*self.params, self.rng):
             h.update(str(tuple(t.shape)).encode())
-            h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            h.update(_array(t).tobytes())
         return h.hexdigest()
+
+    def as_torch(self) -> "TrainRequest":
+        """The same request with torch tensors (what the trainer needs), its generator state checked now;
+        self when it has them already. RequestError when the state is not one torch accepts."""
+        if not isinstance(self.rng, np.ndarray):
+            return self
+        import torch
+
+        rng = torch.from_numpy(self.rng)
+        _check_rng(rng)
+        return TrainRequest(self.data, self.lr, self.momentum, self.batch_size, self.epochs,
+                            tuple(torch.from_numpy(p) for p in self.params), rng)
+
+
+def _check_rng(rng) -> None:
+    import torch
+
+    try:
+        torch.Generator().set_state(rng)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise RequestError(f"malformed request: rng is not a valid generator state ({str(e).splitlines()[0][:80]})") from None
+
+
+def _array(t) -> np.ndarray:
+    """A torch tensor's or numpy array's values as a C-contiguous numpy array (no copy where it is one)."""
+    return np.ascontiguousarray(t if isinstance(t, np.ndarray) else t.detach().cpu().numpy())
+
+
+def _dtype(t) -> str:
+    return str(t.dtype).replace("torch.", "")
 
 
 def build(*, data: str, lr: float, momentum: float, batch_size: int, epochs: int,
-          params, rng: torch.Tensor) -> tuple[dict, dict]:
-    """-> (header, tensors) for reference.wire.encode."""
+          params, rng) -> tuple[dict, dict]:
+    """-> (header, tensors) for reference.wire.encode; params and rng as torch tensors or numpy arrays."""
     header = {"op": "train", "version": VERSION, "data": data, "lr": float(lr), "momentum": float(momentum),
               "batch_size": int(batch_size), "epochs": int(epochs)}
-    tensors = {name: p.detach().to("cpu", torch.float32) for name, p in zip(PARAMS, params)}
+    tensors = {name: _array(p).astype(np.float32, copy=False) for name, p in zip(PARAMS, params)}
     tensors["rng"] = rng
     return header, tensors
 
@@ -94,7 +127,7 @@ def parse(header: dict, tensors: dict, *, input_dim: int, classes: int) -> Train
     if set(tensors) != {*PARAMS, "rng"}:
         raise RequestError(f"malformed request: tensors must be exactly {', '.join(PARAMS)} and rng")
     w1, b1, w2, b2 = (tensors[n] for n in PARAMS)
-    if w1.dim() != 2 or w1.dtype != torch.float32:
+    if w1.ndim != 2 or _dtype(w1) != "float32":
         raise RequestError("malformed request: w1 must be a float32 matrix")
     hidden = w1.shape[0]
     if not 1 <= hidden <= MAX_HIDDEN:
@@ -102,18 +135,16 @@ def parse(header: dict, tensors: dict, *, input_dim: int, classes: int) -> Train
     expected = {"w1": (hidden, input_dim), "b1": (hidden,), "w2": (classes, hidden), "b2": (classes,)}
     for name, shape in expected.items():
         t = tensors[name]
-        if t.dtype != torch.float32 or tuple(t.shape) != shape:
+        if _dtype(t) != "float32" or tuple(t.shape) != shape:
             raise RequestError(f"malformed request: {name} must be float32 of shape {list(shape)}, "
-                               f"got {str(t.dtype).replace('torch.', '')} {list(t.shape)}")
-        if not bool(np.isfinite(t.numpy()).all()):
+                               f"got {_dtype(t)} {list(t.shape)}")
+        if not bool(np.isfinite(_array(t)).all()):
             raise RequestError(f"malformed request: {name} holds non-finite values")
     rng = tensors["rng"]
-    if rng.dtype != torch.uint8 or tuple(rng.shape) != (RNG_BYTES,):
+    if _dtype(rng) != "uint8" or tuple(rng.shape) != (RNG_BYTES,):
         raise RequestError(f"malformed request: rng must be the {RNG_BYTES} bytes of torch.get_rng_state()")
-    try:
-        torch.Generator().set_state(rng)
-    except (RuntimeError, ValueError) as e:
-        raise RequestError(f"malformed request: rng is not a valid generator state ({str(e).splitlines()[0][:80]})") from None
+    if not isinstance(rng, np.ndarray):
+        _check_rng(rng)
     return TrainRequest(data, lr, momentum, batch_size, epochs, (w1, b1, w2, b2), rng)
 
 
@@ -138,7 +169,7 @@ class TrainAnswer:
     history: dict
     params: tuple
     momenta: tuple
-    rng: torch.Tensor
+    rng: object
 
     def frame(self, **extra) -> tuple[dict, dict]:
         tensors = {**dict(zip(PARAMS, self.params)), **{f"m_{n}": m for n, m in zip(PARAMS, self.momenta)}, "rng": self.rng}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
@@ -200,7 +201,7 @@ def test_the_service_process_maps_the_decoded_cache_and_computes_with_the_notebo
         assert how == "trained" and infos[source]["data_from"] == source
     a, b = answers["gzip files"], answers["decoded cache"]
     assert a.history == b.history
-    assert all(torch.equal(x, y) for x, y in zip((*a.params, *a.momenta, a.rng), (*b.params, *b.momenta, b.rng)))
+    assert all(np.array_equal(x, y) for x, y in zip((*a.params, *a.momenta, a.rng), (*b.params, *b.momenta, b.rng)))
 
 
 def test_a_cache_that_does_not_open_leaves_the_service_decoding_the_gzip_files(synthetic_data, tmp_path):
@@ -211,3 +212,37 @@ def test_a_cache_that_does_not_open_leaves_the_service_decoding_the_gzip_files(s
         assert "data from its gzip files" in svc.describe()
     finally:
         svc.close()
+
+
+SERVE_WITHOUT_TORCH = """
+import json, socket, sys
+from pathlib import Path
+from grader.service.server import Quota, ServiceOptions, TrainingService
+from reference import wire
+
+memo, data_dir, frame = sys.argv[1:4]
+svc = TrainingService(ServiceOptions(cache_dir=memo, threads=1, gather_s=0.1), data_dir).start()
+with svc.session("s", Quota(runs=2, epochs=20)) as path, socket.socket(socket.AF_UNIX) as s:
+    s.connect(str(path))
+    s.sendall(Path(frame).read_bytes())
+    header, tensors = wire.read_frame(wire.socket_reader(s), max_payload=1 << 24, arrays=True)
+svc.close()
+print(header if not header.get("ok") else "", file=sys.stderr)
+print(json.dumps({"ok": header.get("ok"), "served": header.get("served"), "w1": list(tensors["w1"].shape) if "w1" in tensors else None,
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+def test_the_graders_side_of_the_service_answers_without_importing_torch(synthetic_data, tmp_path):
+    """Sessions, quotas and the frames to and from the service's process use numpy only: torch's import
+    (seconds of CPU while the first kernels start) and its teardown stay out of the grader."""
+    from reference import wire
+
+    frame = tmp_path / "request.lgts"
+    req = request(synthetic_data, lr=0.05, epochs=1)
+    frame.write_bytes(wire.encode(*trainrequest.build(data=req.data, lr=req.lr, momentum=req.momentum,
+                                                      batch_size=req.batch_size, epochs=1, params=req.params, rng=req.rng)))
+    run = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TORCH, str(tmp_path / "memo"), str(synthetic_data), str(frame)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout) == {"ok": True, "served": "trained", "w1": [512, 784], "torch": False}, run.stderr[-500:]

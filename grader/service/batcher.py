@@ -21,21 +21,11 @@ from typing import Callable
 
 import torch
 
-from reference.trainer import Data, EpochBatch, RunSpec, bytes_per_run, data_shape
+from reference.memsize import request_bytes
+from reference.trainer import Data, EpochBatch, RunSpec, data_shape
 from reference.trainrequest import TrainAnswer, TrainRequest
 
 ABANDONED = {"local": "abandoned"}
-
-
-def request_bytes(shape: dict, req: TrainRequest) -> int:
-    """Memory one request takes while it trains, alone (the kit's loop) or in a batch, whichever is more.
-    shape: reference.trainer.data_shape of the service's data."""
-    n, input_dim, classes = shape["n"], shape["input_dim"], shape["classes"]
-    batch = min(req.batch_size, n)
-    params = req.hidden * (input_dim + 1) + classes * (req.hidden + 1)
-    width = req.hidden + classes
-    alone = 4 * (3 * params + 3 * batch * width + 2 * 8192 * width + batch * input_dim) + 8 * n
-    return max(alone, bytes_per_run(shape, batch, req.hidden))
 
 
 class Batcher:
@@ -61,13 +51,14 @@ class Batcher:
             self.thread.start()
 
     def request_bytes(self, req: TrainRequest) -> int:
-        return request_bytes(self.shape, req)
+        return request_bytes(self.shape, req.batch_size, req.hidden)
 
     def submit(self, req: TrainRequest, session=None) -> tuple[Future, str, str]:
         """-> (future of a TrainAnswer or {"local": reason}, how it is served: memo, joined or trained, key).
 
         session: who waits (any hashable); turns go round sessions, and session.charge(seconds),
         when it has one, gets its share of each epoch's time."""
+        req = req.as_torch()
         key = req.key(self.trainer_id)
         with self.cond:
             if key in self.inflight:

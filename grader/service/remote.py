@@ -115,7 +115,7 @@ class ServiceProcess:
         child.send({"op": "start", "options": dataclasses.asdict(self.options), "data_dir": self.data_dir})
         ours.settimeout(START_TIMEOUT_S)
         try:
-            header, _ = wire.read_frame(child.read, max_payload=0)
+            header, _ = wire.read_frame(child.read, max_payload=0, arrays=True)
         except (EOFError, OSError, wire.WireError):
             ours.close()
             proc.kill()
@@ -152,9 +152,9 @@ class ServiceProcess:
     # the batcher's calls -----------------------------------------------------------------------
 
     def request_bytes(self, req) -> int:
-        from grader.service.batcher import request_bytes
+        from reference.memsize import request_bytes
 
-        return request_bytes(self.hello["shape"], req)
+        return request_bytes(self.hello["shape"], req.batch_size, req.hidden)
 
     def submit(self, req, session=None) -> tuple[Future, str, str]:
         if not self.ready.wait(START_TIMEOUT_S) or self.gone:
@@ -205,7 +205,7 @@ class ServiceProcess:
         limit = max(MAX_PAYLOAD, answer_payload(MAX_HIDDEN, 784, 10) * 2)
         while True:
             try:
-                header, tensors = wire.read_frame(child.read, max_payload=limit)
+                header, tensors = wire.read_frame(child.read, max_payload=limit, arrays=True)
             except (EOFError, OSError, wire.WireError):
                 break
             op = header.get("op")

@@ -259,7 +259,7 @@ class _Session:
 
         while True:
             try:
-                header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD)
+                header, tensors = wire.read_frame(read, max_payload=MAX_PAYLOAD, arrays=True)
             except (EOFError, OSError):
                 return
             except wire.WireError as e:
@@ -281,6 +281,9 @@ class _Session:
                 continue
             try:
                 answer, how = self._wait(req)
+            except RequestError as e:
+                self._refuse(conn, str(e))
+                continue
             except Exception as e:  # this connection's notebook trains locally; the service goes on
                 answer, how = {"local": f"the training service failed ({type(e).__name__}: {str(e)[:120]})"}, "failed"
             self._note_run(req, answer, how)
