@@ -21,8 +21,12 @@ runs share initial weights, so the memo cannot help and the service's gain is wh
 concurrent runs buys.
 
     .venv/bin/python benchmarks/class_grading.py [--quick] [--class-kind shared|own-order] [--device cuda]
-        [--students 30] [--epochs 10]
+        [--students 30] [--epochs 10] [--one-repeats K] [--one-only]
         [--jobs 2] [--train-images 60000] [--test-images 10000] [--data-dir DIR] [--keep DIR] [--json]
+
+--one-repeats K grades the one notebook K times each way, alternating without and with the service, and
+reports the medians (one run of either on a shared 2-core machine varies by 10% and more); --one-only
+grades only that notebook.
 
 --quick shrinks everything for a smoke run: 4 students, 2 epochs, 6000/1000 synthetic images.
 """

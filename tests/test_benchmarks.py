@@ -30,6 +30,23 @@ def test_class_grading_quick():
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox
+def test_class_grading_one_notebook_repeated_reports_medians():
+    """--one-only --one-repeats 2: the one notebook twice each way, the medians and their ratio, no class run."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "class_grading.py"), "--quick", "--students", "1",
+                          "--one-only", "--one-repeats", "2", "--json"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=1800)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout)
+    walls = figures["one_wall_s"]
+    assert len(walls["without"]) == len(walls["with"]) == 2 and figures["one_only"]
+    assert figures["wall_s"]["one_with"] == pytest.approx(sum(walls["with"]) / 2, abs=0.002)
+    assert figures["ratios"]["one_with_over_one_without"] == pytest.approx(
+        figures["wall_s"]["one_with"] / figures["wall_s"]["one_without"], abs=0.002)
+    assert "class without" not in run.stderr
+
+
+@pytest.mark.slow
 def test_sweep_speed_full_grid_times_both_ways_on_a_tiny_set(tmp_path):
     """The full-grid mode runs to the end on the CPU: batched, the sampled per-run loop, their ratio, the JSON."""
     out = tmp_path / "sweep.json"
