@@ -43,8 +43,7 @@ class Engine:
         """What the sessions' side needs to know of the engine, as plain data."""
         return {"memo_dir": self.memo_dir, "device": self.device, "threads": self.threads,
                 "fingerprint": self.fingerprint, "data_kind": self.data_kind, "data_from": self.data_from,
-                "input_dim": self.input_dim,
-                "classes": self.classes, "shape": self.shape}
+                "input_dim": self.input_dim, "classes": self.classes, "shape": self.shape}
 
 
 def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = True, log=lambda line: None) -> Engine:
@@ -71,9 +70,9 @@ def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = 
 
 
 def load_data(options: ServiceOptions, data_dir) -> tuple[tuple, str, str, str]:
-    """-> (the kit's four tensors, the data's fingerprint, its kind, where they came from): mapped from the decoded cache the grader
-    verified before it started the service (no decoding, one copy in the page cache for every process), or
-    decoded from the gzip files when there is none or it does not open."""
+    """-> (the kit's four tensors, the data's fingerprint, its kind, where they came from): mapped from the
+    decoded cache the grader verified before it started the service (no decoding, one copy in the page cache
+    for every process), or decoded from the gzip files when there is none or it does not open."""
     import torch
 
     from reference import datacache, fmnist

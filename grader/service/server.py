@@ -146,13 +146,15 @@ class TrainingService:
 
     def describe(self) -> str:
         where = "in its own process" if self.options.process else "in the grader's process"
-        return (f"{self.info.get('data_kind')} data from its {self.info.get('data_from')}, on {self.info.get('device')} with {self.info.get('threads')} "
-                f"thread(s) {where}, memo {self.info.get('memo_dir')}")
+        info = self.info
+        return (f"{info.get('data_kind')} data from its {info.get('data_from')}, on {info.get('device')} with "
+                f"{info.get('threads')} thread(s) {where}, memo {info.get('memo_dir')}")
 
     def summary(self) -> dict:
         stats = dict(self.batcher.stats) if self.batcher else {}
         out = {"device": str(self.info.get("device")), "threads": self.info.get("threads"),
-               "data": self.info.get("data_kind"), "data_from": self.info.get("data_from"), "memo_dir": self.info.get("memo_dir"),
+               "data": self.info.get("data_kind"), "data_from": self.info.get("data_from"),
+               "memo_dir": self.info.get("memo_dir"),
                "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
                "trained": stats.get("trained", 0), "batches": stats.get("batches", 0),
                "largest_batch": stats.get("largest_batch", 0), "abandoned": stats.get("abandoned", 0),
