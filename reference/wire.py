@@ -33,9 +33,9 @@ def encode(header: dict, tensors: dict | None = None) -> bytes:
     tensors = tensors or {}
     described, blobs = [], []
     for name, t in tensors.items():
-        a = t if isinstance(t, np.ndarray) else t.detach().cpu().contiguous().numpy()
-        if a.dtype.name not in DTYPES or a.dtype.byteorder == ">":
+        if str(t.dtype).replace("torch.", "") not in DTYPES or getattr(t.dtype, "byteorder", "=") == ">":
             raise WireError(f"tensor {name!r} has dtype {t.dtype}, which the wire does not carry")
+        a = t if isinstance(t, np.ndarray) else t.detach().cpu().contiguous().numpy()
         described.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
         blobs.append(np.ascontiguousarray(a, dtype=DTYPES[a.dtype.name]).tobytes())
     body = json.dumps({**header, "tensors": described}, allow_nan=False, separators=(",", ":")).encode()

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,6 +99,12 @@ def test_a_frame_round_trips_header_and_tensors():
 def test_a_bad_frame_is_refused_with_its_reason_before_reading_more(frame, reason):
     with pytest.raises(wire.WireError, match=reason):
         wire.read_frame(wire.bytes_reader(frame), max_payload=1000)
+
+
+@pytest.mark.parametrize("tensor", [torch.zeros(2, dtype=torch.bfloat16), np.zeros(2, dtype=">f4"), np.zeros(2, dtype=np.int16)])
+def test_a_tensor_of_a_dtype_the_wire_does_not_carry_is_refused_with_its_reason(tensor):
+    with pytest.raises(wire.WireError, match="which the wire does not carry"):
+        wire.encode({}, {"w": tensor})
 
 
 def test_a_frame_declaring_an_odd_dtype_or_shape_is_refused():
