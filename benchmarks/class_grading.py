@@ -10,8 +10,11 @@ variable name vary per student, so no two notebooks are byte-identical.
 Timed with time.perf_counter around one `labgrader grade` process each, in this run:
   - the class with -j 2 and --no-train-service (every notebook trains in its sandbox),
   - the class with -j 2 and the training service, cold (a fresh, empty --train-cache),
+  - the class again with the service and the memo the cold run filled (every run answered from the
+    memo: what the notebooks cost without any training),
   - the first student alone (-j 1), without and with the service (cold),
-then the statuses and answers of the two class runs are compared student by student, and the
+each with the CPU time the whole machine spent meanwhile (from /proc/stat, so run it on a quiet
+machine), then the statuses and answers of the two class runs are compared student by student, and the
 final accuracies the notebooks printed are compared run by run. Goals: class speed-up
 (without / with service) >= 5x; the class with the service <= 2x the cost of one notebook.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
 import re
 import statistics
@@ -186,16 +190,42 @@ def grade_argv(subs: Path, out: Path, args, *, jobs: int, service: bool, cache: 
     return argv + ["--no-train-service"]
 
 
-def grade(label: str, subs: Path, work: Path, args, *, jobs: int, service: bool) -> dict:
-    """One timed `labgrader grade`; -> wall time, results.json, and what it said about the service."""
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU counters (user nice system idle iowait irq softirq steal), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_used(before: list[int] | None, after: list[int] | None) -> dict | None:
+    """CPU seconds the machine spent between two samples, and the busy share of all its cores."""
+    if before is None or after is None:
+        return None
+    d = [b - a for a, b in zip(before, after)]
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = d[0] + d[1] + d[2] + d[5] + d[6]
+    total = busy + d[3] + d[4] + d[7]
+    return {"cpu_s": round(busy / hz, 1), "steal_s": round(d[7] / hz, 1), "cores": os.cpu_count(),
+            "busy": round(busy / total, 3) if total else None}
+
+
+def grade(label: str, subs: Path, work: Path, args, *, jobs: int, service: bool, cache: Path | None = None) -> dict:
+    """One timed `labgrader grade`; -> wall time, CPU time, results.json, and what it said about the service.
+    cache: an existing memo to grade from (default: a fresh, empty one)."""
     slug = label.replace(" ", "-")
-    out, cache = work / "out" / slug, work / "cache" / slug
-    cache.mkdir(parents=True)
+    out = work / "out" / slug
+    if cache is None:
+        cache = work / "cache" / slug
+        cache.mkdir(parents=True)
     argv = grade_argv(subs, out, args, jobs=jobs, service=service, cache=cache)
     print(f"benchmark: {label} ...", file=sys.stderr, flush=True)
+    ticks = cpu_ticks()
     start = time.perf_counter()
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    cpu = cpu_used(ticks, cpu_ticks())
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     (logs / f"{slug}.out").write_text(run.stdout)
@@ -206,8 +236,8 @@ def grade(label: str, subs: Path, work: Path, args, *, jobs: int, service: bool)
     results = json.loads((out / "results.json").read_text())
     said = [line.strip() for line in run.stderr.splitlines() if SERVICE_LINE.search(line)]
     print(f"benchmark: {label}: {wall:.1f} s", file=sys.stderr, flush=True)
-    return {"wall_s": wall, "out": out, "results": results, "service_block": results.get("train_service"),
-            "service_line": said[-1] if said else None}
+    return {"wall_s": wall, "cpu": cpu, "cache": cache, "out": out, "results": results,
+            "service_block": results.get("train_service"), "service_line": said[-1] if said else None}
 
 
 def compare(a: dict, b: dict) -> tuple[list[str], list[str]]:
@@ -284,6 +314,7 @@ def text_report(f: dict) -> str:
         f"{'wall time':44} {'seconds':>9}",
         f"{'class, without the service (-j %d)' % f['jobs']:44} {w['class_without']:9.1f}",
         f"{'class, with the service, cold (-j %d)' % f['jobs']:44} {w['class_with']:9.1f}",
+        f"{'class, with the service, memo already full':44} {w['class_warm']:9.1f}",
         f"{'one notebook, without the service (-j 1)':44} {w['one_without']:9.1f}",
         f"{'one notebook, with the service, cold (-j 1)':44} {w['one_with']:9.1f}",
         "",
@@ -291,6 +322,9 @@ def text_report(f: dict) -> str:
         f"class with the service / one notebook without: {r['class_with_over_one_without']:.2f}x (goal <= 2x)",
         f"class with the service / one notebook with:    {r['class_with_over_one_with']:.2f}x (goal <= 2x)",
         *one[-1:],
+        f"class with every run from the memo / one notebook without: {r['class_warm_over_one_without']:.2f}x "
+        "(no training at all: the notebooks' own cost)",
+        *_cpu_report(f),
         "",
         f"statuses: without {f['statuses']['without']}, with {f['statuses']['with']}; "
         + ("identical for every student" if f["statuses_identical"] else "DIFFERENT"),
@@ -306,9 +340,37 @@ def text_report(f: dict) -> str:
             lines.append(f"train service ({label}, results.json): {json.dumps(svc['results'], sort_keys=True)}")
         if svc["stderr"]:
             lines.append(f"train service ({label}, stderr): {svc['stderr']}")
+    if f["warm_differences"]:
+        lines.append("WARNING: the class graded from the memo differs from the cold run: " + "; ".join(f["warm_differences"]))
     if f["status_differences"] or f["answer_differences"]:
         lines.append("WARNING: the two class runs differ: " + "; ".join(f["status_differences"] + f["answer_differences"]))
     return "\n".join(lines)
+
+
+def _served(run: dict) -> dict | None:
+    """How the service answered, from results.json's train_service block."""
+    block = run["service_block"]
+    if not isinstance(block, dict):
+        return None
+    return {k: block.get(k) for k in ("trained", "from_memo", "joined")}
+
+
+def _cpu_report(f: dict) -> list[str]:
+    """CPU seconds per timed run and the busy share of the machine's cores: a class that keeps every core busy
+    cannot get faster by starting more at once, only by doing less."""
+    out = []
+    labels = {"class_without": "class without the service", "class_with": "class with the service, cold",
+              "class_warm": "class with the memo already full", "one_without": "one notebook without the service",
+              "one_with": "one notebook with the service"}
+    for key, label in labels.items():
+        c = f["cpu"].get(key)
+        if c:
+            out.append(f"CPU, {label + ':':38} {c['cpu_s']:8.1f} s busy, {100 * c['busy']:.0f}% of {c['cores']} cores"
+                       f" (steal {c['steal_s']} s)")
+    if f["warm_cpu_s_per_notebook"] is not None:
+        out.append(f"CPU per notebook with every run from the memo: {f['warm_cpu_s_per_notebook']:.1f} s "
+                   f"(served: {json.dumps(f['warm_served'], sort_keys=True)})")
+    return out
 
 
 def _one_report(f: dict) -> list[str]:
@@ -397,6 +459,8 @@ def run(args, work: Path) -> tuple[int, dict]:
     if not args.one_only:
         class_without = grade("class without service", work / "class", work, args, jobs=args.jobs, service=False)
         class_with = grade("class with service", work / "class", work, args, jobs=args.jobs, service=True)
+        class_warm = grade("class with service warm memo", work / "class", work, args, jobs=args.jobs, service=True,
+                           cache=class_with["cache"])
     ones = {"without": [], "with": []}
     for k in range(args.one_repeats):
         for way in ("without", "with"):
@@ -405,12 +469,15 @@ def run(args, work: Path) -> tuple[int, dict]:
     one_without, one_with = ones["without"][-1], ones["with"][-1]
     one_s = {way: [g["wall_s"] for g in runs] for way, runs in ones.items()}
     if args.one_only:
-        class_without = class_with = one_without
+        class_without = class_with = class_warm = one_without
     statuses, answers = compare(class_without, class_with)
+    warm_statuses, warm_answers = compare(class_with, class_warm)
     n_runs, diff = largest_difference(class_without, class_with)
     configs = [c for i in range(args.students) for c in student_configs(i, args.class_kind)]
-    w = {"class_without": class_without["wall_s"], "class_with": class_with["wall_s"],
+    w = {"class_without": class_without["wall_s"], "class_with": class_with["wall_s"], "class_warm": class_warm["wall_s"],
          "one_without": statistics.median(one_s["without"]), "one_with": statistics.median(one_s["with"])}
+    timed = {"class_without": class_without, "class_with": class_with, "class_warm": class_warm,
+             "one_without": one_without, "one_with": one_with}
     figures = {
         "device": args.device, "sandbox": not args.no_sandbox, "seed": 0,
         "data": {**args.data, "dir": args.data["dir"] if args.data_dir or args.keep else None},
@@ -422,7 +489,12 @@ def run(args, work: Path) -> tuple[int, dict]:
         "ratios": {"speedup": round(w["class_without"] / w["class_with"], 3),
                    "class_with_over_one_without": round(w["class_with"] / w["one_without"], 3),
                    "class_with_over_one_with": round(w["class_with"] / w["one_with"], 3),
-                   "one_with_over_one_without": round(w["one_with"] / w["one_without"], 3)},
+                   "one_with_over_one_without": round(w["one_with"] / w["one_without"], 3),
+                   "class_warm_over_one_without": round(w["class_warm"] / w["one_without"], 3)},
+        "cpu": {k: g["cpu"] for k, g in timed.items()},
+        "warm_cpu_s_per_notebook": (round(class_warm["cpu"]["cpu_s"] / args.students, 2)
+                                    if class_warm["cpu"] and not args.one_only else None),
+        "warm_served": _served(class_warm), "warm_differences": warm_statuses + warm_answers,
         "goals": {"speedup": ">= 5x", "class_with_over_one_without": "<= 2x", "class_with_over_one_with": "<= 2x"},
         "statuses": {"without": counts(class_without), "with": counts(class_with)},
         "statuses_identical": not statuses, "status_differences": statuses, "answer_differences": answers,

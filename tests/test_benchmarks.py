@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_grading_quick():
-    """A 3-student class graded with and without the training service: times and identical statuses."""
+    """A 3-student class graded with and without the training service, then again from the memo the service
+    filled (nothing trained): times, the machine's CPU seconds, identical statuses and answers."""
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "class_grading.py"), "--quick", "--students", "3",
                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -27,6 +28,12 @@ def test_class_grading_quick():
     assert figures["statuses_identical"], figures["status_differences"]
     assert figures["statuses"]["without"] == figures["statuses"]["with"] == {"graded": 3}
     assert not figures["answer_differences"], figures["answer_differences"]
+    assert wall["class_warm"] > 0 and not figures["warm_differences"], figures["warm_differences"]
+    assert figures["warm_served"] == {"trained": 0, "from_memo": 15, "joined": 0}
+    for key in ("class_without", "class_with", "class_warm", "one_without", "one_with"):
+        cpu = figures["cpu"][key]
+        assert cpu["cpu_s"] > 0 and 0 < cpu["busy"] <= 1, (key, cpu)
+    assert figures["warm_cpu_s_per_notebook"] == pytest.approx(figures["cpu"]["class_warm"]["cpu_s"] / 3, abs=0.01)
 
 
 @pytest.mark.slow
