@@ -262,6 +262,46 @@ def test_pages_shared_by_forks_count_once(tmp_path):
     assert verdict is None and code == 0
 
 
+def test_the_watchdog_samples_as_often_as_the_memory_left_requires():
+    quiet, fast = watchdog.QUIET_EVERY_S, watchdog.MEMORY_EVERY_S
+    assert watchdog.sample_every_s(None) == quiet
+    assert watchdog.sample_every_s(4 << 30) == quiet
+    assert watchdog.sample_every_s(1 << 20) == fast and watchdog.sample_every_s(-5) == fast
+    between = int(watchdog.GROWTH_BYTES_PER_S * 0.1)
+    assert watchdog.sample_every_s(between) == pytest.approx(0.1)
+
+
+def _samples_in_one_second(tmp_path, headroom: int) -> int:
+    """Samples a Watchdog takes in a second of a child holding 64 MB, its limit `headroom` bytes above the child's RSS."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import time\nhoard = bytearray(64 << 20)\nhoard[::4096] = b'x' * len(range(0, 64 << 20, 4096))\n"
+            "print('held', flush=True)\ntime.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        limit = psutil.Process(proc.pid).memory_info().rss + headroom
+        dog = watchdog.Watchdog(proc.pid, tmp_path, memory_bytes=limit, processes=None,
+                                disk_bytes=1 << 40, disk_files=1 << 30).start()
+        time.sleep(1.0)
+        assert dog.stop() is None
+        return dog.samples
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_far_below_its_limit_a_sandbox_is_sampled_a_few_times_a_second_and_near_it_every_10_ms(tmp_path):
+    """A sample preempts the notebook's training threads (9% slower at a fixed 100 per second), so a
+    sandbox far below its limit is sampled about 4 times a second; 5 MB below it, every 10 ms."""
+    far = _samples_in_one_second(tmp_path, 4 << 30)
+    near = _samples_in_one_second(tmp_path, 5 * MB)
+    assert 2 <= far <= 8, far
+    assert near >= 40, near
+
+
 def test_this_host_has_no_delegated_cgroup_v2_subtree():
     """These machines mount cgroup v1 for their hosting: detection must say no (and writes nothing)."""
     assert cgroup.delegated() is None
