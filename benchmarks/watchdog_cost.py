@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,8 @@ def main() -> int:
         kit._announced = True
         (x, y), (xt, yt) = kit.get_data(data_dir)
         data = (x, y, xt, yt)
-        tree = subprocess.Popen([sys.executable, "-c", TREE])
+        tree = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             one_epoch(data)
             alone, watched, shares, samples = [], [], [], []
@@ -113,19 +115,20 @@ def main() -> int:
                         shares.append(share)
                         samples.append(n)
         finally:
-            tree.kill()
+            os.killpg(tree.pid, signal.SIGKILL)
+            tree.wait()
     a, w = statistics.median(alone), statistics.median(watched)
     figures = {
         "device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": threads,
         "data": {"kind": "synthetic" if not args.data_dir else "given", "n_train": len(x), "n_test": len(xt), "seed": 0},
         "memory_mb": args.memory, "repeats": args.repeats,
-        "alone_s": [round(v, 3) for v in alone], "watched_s": [round(v, 3) for v in watched],
-        "alone_median_s": round(a, 3), "watched_median_s": round(w, 3), "ratio": round(w / a, 3),
+        "alone_s": [round(v, 5) for v in alone], "watched_s": [round(v, 5) for v in watched],
+        "alone_median_s": round(a, 5), "watched_median_s": round(w, 5), "ratio": round(w / a, 4),
         "watchdog_cpu_share": round(statistics.median(shares), 4), "watchdog_samples": samples,
     }
     print(f"one epoch (batch size 128, {threads} threads, {figures['data']['kind']} data {len(x)}/{len(xt)}, seed 0), "
           f"{args.repeats} each way, alternating; seconds:")
-    print(f"  alone                    " + " ".join(f"{v:6.2f}" for v in alone) + f"   median {a:.3f}")
+    print("  alone                    " + " ".join(f"{v:6.2f}" for v in alone) + f"   median {a:.3f}")
     print(f"  watched (--memory {args.memory})  " + " ".join(f"{v:6.2f}" for v in watched) + f"   median {w:.3f}")
     print(f"watched / alone: {w / a:.3f}x; the watchdog's process used {100 * figures['watchdog_cpu_share']:.1f}% "
           f"of a core (median), {statistics.median(samples)} samples per epoch")

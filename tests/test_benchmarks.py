@@ -54,6 +54,19 @@ def test_class_grading_one_notebook_repeated_reports_medians():
 
 
 @pytest.mark.slow
+def test_watchdog_cost_times_an_epoch_alone_and_watched(tmp_path):
+    out = tmp_path / "watchdog.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "watchdog_cost.py"), "--train", "2000", "--test", "500",
+                          "--repeats", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert len(figures["alone_s"]) == len(figures["watched_s"]) == 2 and figures["data"]["n_train"] == 2000
+    assert figures["ratio"] == pytest.approx(figures["watched_median_s"] / figures["alone_median_s"], abs=0.002)
+    assert all(n >= 1 for n in figures["watchdog_samples"]) and 0 <= figures["watchdog_cpu_share"] < 1
+    assert "watched / alone:" in run.stdout
+
+
+@pytest.mark.slow
 def test_sweep_speed_full_grid_times_both_ways_on_a_tiny_set(tmp_path):
     """The full-grid mode runs to the end on the CPU: batched, the sampled per-run loop, their ratio, the JSON."""
     out = tmp_path / "sweep.json"
