@@ -364,7 +364,7 @@ def _cpu_report(f: dict) -> list[str]:
               "one_with": "one notebook with the service"}
     for key, label in labels.items():
         c = f["cpu"].get(key)
-        if c:
+        if c and c["busy"] is not None:
             out.append(f"CPU, {label + ':':38} {c['cpu_s']:8.1f} s busy, {100 * c['busy']:.0f}% of {c['cores']} cores"
                        f" (steal {c['steal_s']} s)")
     if f["warm_cpu_s_per_notebook"] is not None:
@@ -476,8 +476,9 @@ def run(args, work: Path) -> tuple[int, dict]:
     configs = [c for i in range(args.students) for c in student_configs(i, args.class_kind)]
     w = {"class_without": class_without["wall_s"], "class_with": class_with["wall_s"], "class_warm": class_warm["wall_s"],
          "one_without": statistics.median(one_s["without"]), "one_with": statistics.median(one_s["with"])}
-    timed = {"class_without": class_without, "class_with": class_with, "class_warm": class_warm,
-             "one_without": one_without, "one_with": one_with}
+    timed = {"one_without": one_without, "one_with": one_with}
+    if not args.one_only:
+        timed.update(class_without=class_without, class_with=class_with, class_warm=class_warm)
     figures = {
         "device": args.device, "sandbox": not args.no_sandbox, "seed": 0,
         "data": {**args.data, "dir": args.data["dir"] if args.data_dir or args.keep else None},

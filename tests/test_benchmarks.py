@@ -12,6 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_json(tmp_path: Path, script: str, *args: str, timeout: int = 1800) -> tuple[dict, subprocess.CompletedProcess]:
+    """benchmarks/SCRIPT ARGS --json FILE, which must succeed; -> (the figures it wrote, the finished run)."""
+    out = tmp_path / "figures.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(out.read_text()), run
+
+
 @pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_grading_quick():
@@ -55,11 +64,7 @@ def test_class_grading_one_notebook_repeated_reports_medians():
 
 @pytest.mark.slow
 def test_watchdog_cost_times_an_epoch_alone_and_watched(tmp_path):
-    out = tmp_path / "watchdog.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "watchdog_cost.py"), "--train", "2000", "--test", "500",
-                          "--repeats", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    figures, run = run_json(tmp_path, "watchdog_cost.py", "--train", "2000", "--test", "500", "--repeats", "2")
     assert len(figures["alone_s"]) == len(figures["watched_s"]) == 2 and figures["data"]["n_train"] == 2000
     assert figures["ratio"] == pytest.approx(figures["watched_median_s"] / figures["alone_median_s"], abs=0.002)
     assert all(n >= 1 for n in figures["watchdog_samples"]) and 0 <= figures["watchdog_cpu_share"] < 1
@@ -69,12 +74,8 @@ def test_watchdog_cost_times_an_epoch_alone_and_watched(tmp_path):
 @pytest.mark.slow
 def test_sweep_speed_full_grid_times_both_ways_on_a_tiny_set(tmp_path):
     """The full-grid mode runs to the end on the CPU: batched, the sampled per-run loop, their ratio, the JSON."""
-    out = tmp_path / "sweep.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_speed.py"), "--device", "cpu", "--train", "600",
-                          "--test", "100", "--full-grid", "--skip-slice", "--epochs", "1", "--seeds", "2",
-                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    figures, run = run_json(tmp_path, "sweep_speed.py", "--device", "cpu", "--train", "600", "--test", "100", "--full-grid",
+                            "--skip-slice", "--epochs", "1", "--seeds", "2")
     assert figures["device"] == "cpu" and figures["grid_runs"] == 38 and figures["batched_s"] > 0
     assert figures["loop_s"] > 0 and figures["speedup"] > 0
     assert "scaled x2 to 38 runs x 1 epochs" in run.stdout and "speed-up batched" in run.stdout
@@ -82,23 +83,15 @@ def test_sweep_speed_full_grid_times_both_ways_on_a_tiny_set(tmp_path):
 
 @pytest.mark.slow
 def test_service_gpu_times_a_group_on_each_device_named(tmp_path):
-    out = tmp_path / "service.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "service_gpu.py"), "--devices", "cpu",
-                          "--requests", "2", "--epochs", "1", "--train", "600", "--test", "100", "--json", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    figures, run = run_json(tmp_path, "service_gpu.py", "--devices", "cpu", "--requests", "2", "--epochs", "1", "--train",
+                            "600", "--test", "100")
     assert figures["devices"]["cpu"]["batches"] == 1 and figures["devices"]["cpu"]["group_s"] > 0
     assert "group of 2 in 1 batch(es)" in run.stdout
 
 
 @pytest.mark.slow
 def test_data_cache_times_both_ways_on_a_tiny_set(tmp_path):
-    out = tmp_path / "cache.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "data_cache.py"), "--train", "600", "--test", "100",
-                          "--repeats", "1", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    figures, run = run_json(tmp_path, "data_cache.py", "--train", "600", "--test", "100", "--repeats", "1")
     assert figures["data"] == {**figures["data"], "kind": "synthetic", "n_train": 600, "n_test": 100}
     assert figures["get_data_gzip_s"] > 0 and figures["get_data_cache_s"] > 0
     assert figures["matplotlib_import_fresh_s"] > 0 and figures["matplotlib_import_seeded_s"] > 0
