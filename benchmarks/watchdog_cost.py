@@ -68,7 +68,7 @@ def one_epoch(data) -> float:
 
 
 def watched_epoch(data, tree_pid: int, workdir: str, memory_mb: int) -> tuple[float, float, int]:
-    """-> (epoch seconds, the watchdog process's CPU seconds per second, its samples per second)."""
+    """-> (epoch seconds, the watchdog process's CPU seconds per second of the epoch, the samples it took in all)."""
     code = DOG.format(root=str(ROOT), pid=tree_pid, workdir=workdir, memory=memory_mb << 20)
     dog = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     dog.stdout.readline()
