@@ -281,3 +281,26 @@ def test_summary_json_and_html_show_the_same_evidence_numbers(summary):
     for src in charts[-2:]:
         assert decode_png(src).shape[1] > 300
 
+
+
+def test_students_with_the_same_runs_share_one_drawing_of_each_sweep_figure(sp, ref, students, monkeypatch):
+    """The memo serves one history to every notebook asking for the same run, so in a class many "Your own runs"
+    figures are alike: each distinct one is drawn once per process, and a different one is drawn anew."""
+    from grader.reports import ownruns_plot
+
+    drawn = []
+    real = ownruns_plot._draw_sweep
+    monkeypatch.setattr(ownruns_plot, "_draw_sweep", lambda plot: drawn.append(plot) or real(plot))
+    ownruns_plot._sweep_cached.cache_clear()
+    first = render_feedback_html(students["ava"], sp, ref)
+    twin = copy.deepcopy(students["ava"])
+    twin["student"] = "ava-twin"
+    second = render_feedback_html(twin, sp, ref)
+    assert len(drawn) == 2, "one figure per sweep, drawn for the first student only"
+    assert _section(first).images == _section(second).images
+    other = copy.deepcopy(students["ava"])
+    other["runs"][0]["history"]["acc"][-1] -= 0.05
+    third = render_feedback_html(other, sp, ref)
+    assert len(drawn) == 3 and _section(third).images != _section(first).images
+    ownruns_plot._sweep_cached.cache_clear()
+    assert render_feedback_html(students["ava"], sp, ref) == first, "drawn afresh, the same page"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -300,6 +301,44 @@ def test_far_below_its_limit_a_sandbox_is_sampled_a_few_times_a_second_and_near_
     near = _samples_in_one_second(tmp_path, 5 * MB)
     assert 2 <= far <= 8, far
     assert near >= 40, near
+
+
+def test_the_tree_walk_finds_what_a_pass_over_proc_finds_children_of_threads_and_grandchildren_included(tmp_path):
+    """The watchdog walks down each thread's children list (a fork from a live thread is listed under that thread),
+    which costs the sandbox's processes only; it must see the same tree as a pass over every process."""
+    import subprocess
+    import sys
+
+    code = ("import subprocess, sys, threading, time\n"
+            "grand = 'import subprocess, time; subprocess.Popen([\"sleep\", \"30\"]); time.sleep(30)'\n"
+            "kids = []\n"
+            "def spawn():\n"
+            "    kids.append(subprocess.Popen([sys.executable, '-c', grand]))\n"
+            "    time.sleep(30)\n"
+            "threading.Thread(target=spawn, daemon=True).start()\n"
+            "while not kids:\n"
+            "    time.sleep(0.01)\n"
+            "kids.append(subprocess.Popen(['sleep', '30']))\n"
+            "print('forked', flush=True)\ntime.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "forked"
+        want = {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        for _ in range(50):
+            if len(want) == 4:
+                break
+            time.sleep(0.05)
+            want = {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        assert len(want) == 4, "the child, its thread's child, that one's child and a plain child"
+        walked, passed = watchdog._scan_tree(proc.pid), watchdog._scan_all(proc.pid)
+        assert set(walked) == set(passed) == want
+        assert next(iter(walked)) == proc.pid
+        assert all(rss > 0 and threads >= 1 for rss, threads in walked.values())
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
 
 
 def test_this_host_has_no_delegated_cgroup_v2_subtree():

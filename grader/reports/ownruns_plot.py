@@ -4,12 +4,39 @@ answer's curve drawn thick."""
 
 from __future__ import annotations
 
+import functools
+import json
+
 from grader.reports.htmlkit import Figure, new_figure, num, png_data_uri
 from grader.reports.refcurves import VARY_WORDS, same
 
 
 def sweep_figure(plot: dict) -> Figure:
-    """One panel per curve the sweep's questions read (training and/or test accuracy)."""
+    """One panel per curve the sweep's questions read (training and/or test accuracy). Students whose runs
+    the training service answered alike (the memo serves one history to every notebook asking for the same
+    run) get the same figure, so a class draws each distinct one once per process."""
+    return _sweep_cached(_Plot(plot))
+
+
+class _Plot:
+    """A plot dict made hashable by its JSON, for the cache."""
+
+    def __init__(self, plot: dict):
+        self.plot, self.key = plot, json.dumps(plot, sort_keys=True, default=repr)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Plot) and other.key == self.key
+
+
+@functools.lru_cache(maxsize=256)
+def _sweep_cached(keyed: _Plot) -> Figure:
+    return _draw_sweep(keyed.plot)
+
+
+def _draw_sweep(plot: dict) -> Figure:
     panels = plot["panels"]
     fig = new_figure(4.4 * len(panels) + 1.6, 3.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
