@@ -282,7 +282,6 @@ def test_summary_json_and_html_show_the_same_evidence_numbers(summary):
         assert decode_png(src).shape[1] > 300
 
 
-
 def test_students_with_the_same_runs_share_one_drawing_of_each_sweep_figure(sp, ref, students, monkeypatch):
     """The memo serves one history to every notebook asking for the same run, so in a class many "Your own runs"
     figures are alike: each distinct one is drawn once per process, and a different one is drawn anew."""
