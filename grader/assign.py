@@ -2,7 +2,8 @@
 
 OUT gets the packaged lab notebook, the lab kit (`src/`), a README for students, and
 `handout.zip` holding the same files under one folder, for an LMS upload. A folder that
-holds anything else is refused unless --force, so a handout never lands on someone's work.
+holds anything else, or a handout file someone edited, is refused unless --force, so a handout
+never lands on someone's work.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from grader.common.atomic import make_dir, write_bytes_atomic
 from grader.common.errors import UserError
+from grader.common.names import terminal
 from grader.common.text import one_line
 
 ZIP_NAME = "handout.zip"
@@ -47,6 +49,7 @@ Offline, it says which file to put where; `LABGRADER_DATA=DIR` points the notebo
 Open `{notebook}` from this folder (so that `src` is found), e.g. `jupyter notebook {notebook}`,
 and run it from the top. Each answers cell writes its file: `{ex1}` (Exercise 1) and `{ex2}`
 (Exercise 2). Write η and S as numbers (`0.1` or `"0.1"`), a yes/no answer starting with yes or no.
+An η or S off the lab's grid counts as the nearest grid value (in log scale); `check` says so.
 The grader runs your notebook again from the top, so the answers must be written by its cells.
 
 ## 3. Check before you hand it in
@@ -114,6 +117,19 @@ def foreign_entry(out: Path, names: set[str]) -> str | None:
     return None
 
 
+def changed_entry(out: Path, files: dict[str, bytes]) -> str | None:
+    """The first handout file already in OUT with other bytes than the handout's: a student's work, kept."""
+    for rel in sorted(files):
+        try:
+            if (out / rel).read_bytes() != files[rel]:
+                return rel
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise UserError(f"cannot read {out / rel} ({e.strerror or e})")
+    return None
+
+
 def write_handout(out: Path, spec, *, force: bool = False) -> list[str]:
     """Write the handout into OUT; -> the relative paths written, the zip last."""
     files = handout_files(spec)
@@ -124,11 +140,17 @@ def write_handout(out: Path, spec, *, force: bool = False) -> list[str]:
         if other is not None:
             raise UserError(f"{out} is not empty and not a previous handout (it holds {one_line(repr(other), 80)}); "
                             "choose an empty folder, or pass --force to write the handout beside what is there")
+    zipped = handout_zip(files)
+    if out.is_dir() and not force:
+        changed = changed_entry(out, {**files, ZIP_NAME: zipped})
+        if changed is not None:
+            raise UserError(f"{out / changed} is not what this handout writes (edited, or from another labgrader); "
+                            "move it away, or pass --force to replace it")
     make_dir(out)
     try:
         for rel, data in files.items():
             write_bytes_atomic(out / rel, data)
-        write_bytes_atomic(out / ZIP_NAME, handout_zip(files))
+        write_bytes_atomic(out / ZIP_NAME, zipped)
     except OSError as e:
         raise UserError(f"cannot write the handout into {out} ({e.strerror or e})")
     return [*files, ZIP_NAME]
@@ -142,6 +164,7 @@ def assign_command(args) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"out": str(out), "files": written, "zip": str(out / ZIP_NAME)}))
     else:
-        print(f"wrote the lab 7b handout into {out}: {', '.join(written)}")
-        print(f"upload {out / ZIP_NAME} to your LMS (it unpacks to {ZIP_FOLDER}/); students start with {out / README_NAME}")
+        print(f"wrote the lab 7b handout into {terminal(str(out))}: {', '.join(written)}")
+        print(f"upload {terminal(str(out / ZIP_NAME))} to your LMS (it unpacks to {ZIP_FOLDER}/); "
+              f"students start with {terminal(str(out / README_NAME))}")
     return 0

@@ -32,16 +32,17 @@ def check_command(args) -> int:
     path = Path(args.path)
     if not path.exists() and not path.is_symlink():
         raise UserError(f"{path}: no such file or folder")
-    if path.is_dir() and not path.is_symlink():
-        targets = {name: _existing(path / name) for name in spec.answer_files}
-        if not any(targets.values()):
-            raise UserError(f"{path}: holds no answer files ({', '.join(spec.answer_files)}); "
-                            "run the notebook first, or check the .ipynb")
+    if path.is_dir() and not path.is_symlink() and path.suffix not in (".ipynb", ".json"):
+        targets = _beside(path, spec, f"{path}: holds no answer files ({', '.join(spec.answer_files)}); "
+                                      "run the notebook first, or check the .ipynb")
         alone = "folder"
     elif path.suffix == ".ipynb":
+        if not path.is_file():
+            raise UserError(f"{path}: is not a file; give the notebook's .ipynb file", 1)
         if not getattr(args, "no_execute", False):
             return _check_notebook(args, spec, path)
-        targets = {name: _existing(path.parent / name) for name in spec.answer_files}
+        targets = _beside(path.parent, spec, f"{path}: no answer files beside it ({', '.join(spec.answer_files)}); "
+                                             "run the notebook first, or check it without --no-execute")
         alone = "folder"
     elif path.suffix == ".json":
         targets = {_answer_name(path, spec): path}
@@ -61,10 +62,10 @@ def _check_notebook(args, spec, notebook: Path) -> int:
     from grader.checking.own_runs import runs_view
     from grader.execution.execute import execute_notebook, prepare_workdir
     from grader.execution.limits import limits_from_args
-    from grader.grading.pipeline import exec_reason, resolve_data_dir
+    from grader.grading.pipeline import checked_data_dir, exec_reason
 
+    data_dir, source = checked_data_dir(args)
     sandbox = _sandbox(args)
-    data_dir, source = resolve_data_dir(args)
     print(f"labgrader: running {notebook.name} (data: {data_dir}, from {source}); this takes as long as the notebook does",
           file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="labgrader-check-") as tmp:
@@ -99,6 +100,14 @@ def _sandbox(args) -> bool:
         note = f"the sandbox cannot start here ({why}): running your notebook without it (it is your own code)"
     print(f"labgrader: {note}", file=sys.stderr)
     return False
+
+
+def _beside(folder: Path, spec, nothing: str) -> dict[str, Path | None]:
+    """The answer files in a folder; none at all is nothing to check (exit 2), not an invalid answer."""
+    targets = {name: _existing(folder / name) for name in spec.answer_files}
+    if not any(targets.values()):
+        raise UserError(nothing)
+    return targets
 
 
 def _existing(path: Path) -> Path | None:

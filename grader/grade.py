@@ -22,7 +22,7 @@ from grader.execution.limits import limits_from_args, notebook_threads
 from grader.assessment.reference_io import reference_for
 from grader.assessment.rescore import rescore
 from grader.grading.executor import Executor
-from grader.grading.pipeline import STATUSES, Context, StageError, failed_result, resolve_data_dir, stage
+from grader.grading.pipeline import STATUSES, Context, StageError, checked_data_dir, failed_result, resolve_data_dir, stage
 from grader.grading.submissions import Submission, discover, submissions_root
 
 
@@ -44,8 +44,9 @@ def grade_command(args) -> int:
         raise UserError("--executor dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tcp://HOST:8786)")
     spec = load_spec(getattr(args, "spec", None))
     out = Path(args.out)
-    root = submissions_root(Path(args.submissions), getattr(args, "layout", "auto") or "auto", out, spec, say)
-    subs = discover(root)
+    _writable(out)
+    root, refused = submissions_root(Path(args.submissions), getattr(args, "layout", "auto") or "auto", out, spec, say)
+    subs = discover(root, out)
     if not subs:
         raise UserError(f"{args.submissions}: no submissions found (expected one sub-folder or one <student>.ipynb per student)")
     ref = reference_for(getattr(args, "reference", None), spec, say)
@@ -54,9 +55,7 @@ def grade_command(args) -> int:
     no_execute = bool(getattr(args, "no_execute", False))
     data_dir = None
     if not no_execute and subs:
-        data_dir, source = resolve_data_dir(args)
-        if executor == "local" and not data_dir.is_dir():
-            raise UserError(f"data dir {data_dir} ({source}) is not a folder")
+        data_dir, source = checked_data_dir(args) if executor == "local" else resolve_data_dir(args)
         say(f"notebooks read their data from {data_dir} ({source})")
     threads = notebook_threads(jobs)
     ctx = Context(spec, ref, out, limits, data_dir, not getattr(args, "no_sandbox", False), no_execute,
@@ -169,7 +168,7 @@ def grade_command(args) -> int:
                 results[sub.student] = keep(sub, content, fail(sub, content, bad, 0.0), True)
         final = publish()
         report.write_class_report(out, final, spec, ref)
-    _print_summary(args, out, final, ref, len(todo), len(subs) - len(todo))
+    _print_summary(args, out, final, ref, len(todo), len(subs) - len(todo), refused)
     return 0
 
 
@@ -250,6 +249,20 @@ def _load_overrides(args, spec, subs: list[Submission]):
     return load_overrides(path, [display(s.student) for s in subs], spec)
 
 
+def _writable(out: Path) -> None:
+    """An OUT that exists but cannot be written stops the run before any notebook does: otherwise every
+    student would end as an error for feedback the grader could not write."""
+    import tempfile
+
+    if not out.is_dir():
+        return
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".labgrader-probe-"):
+            pass
+    except OSError as e:
+        raise UserError(f"{out}: cannot write into the output folder: {e.strerror or e}")
+
+
 def _apply_overrides(results: list[dict], overrides, spec) -> list[dict]:
     if not overrides:
         return results
@@ -258,7 +271,9 @@ def _apply_overrides(results: list[dict], overrides, spec) -> list[dict]:
     return [apply_overrides(r, overrides, spec) for r in results]
 
 
-def _print_summary(args, out: Path, results: list[dict], ref, graded_now: int, reused: int) -> None:
+def _print_summary(args, out: Path, results: list[dict], ref, graded_now: int, reused: int, refused=()) -> None:
+    """The gradebook's paths and counts; entries refused as submissions (a symlink, OUT itself, a hostile
+    zip entry) are listed in --json too, for a script that never reads stderr."""
     from grader.reports import report
 
     paths = {"gradebook": out / "grades.csv", "results": out / "results.json",
@@ -266,11 +281,14 @@ def _print_summary(args, out: Path, results: list[dict], ref, graded_now: int, r
     if getattr(args, "json", False):
         import json
 
+        from grader.common.names import display
+
         counts = {s: sum(r["status"] == s for r in results) for s in STATUSES}
         print(json.dumps({
             "out": str(out), **{k: str(v) for k, v in paths.items()},
             "reference": ref.summary(), "graded_now": graded_now, "reused": reused, "counts": counts,
             "students": [{k: r[k] for k in ("student", "status", "reason", "total", "max", "review")} for r in results],
+            "refused": [{"entry": display(r.entry), "reason": r.reason} for r in refused],
         }, indent=2))
         return
     print(report.summary_table(results))

@@ -106,6 +106,14 @@ def make_artifact(spec=None) -> dict:
     }
 
 
+def data_folder(path: Path) -> Path:
+    """The four Fashion-MNIST files, tiny and synthetic: `grade` and `check` refuse a data dir without
+    them before any notebook runs, even when the executor is a fake."""
+    from reference.synth import write_synthetic
+
+    return write_synthetic(path, n_train=20, n_test=10, seed=0)
+
+
 def write_artifact(path: Path) -> Path:
     path.write_text(json.dumps(make_artifact()), encoding="utf-8")
     return path

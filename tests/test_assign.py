@@ -54,13 +54,25 @@ def test_assign_again_replaces_a_previous_handout_with_the_same_bytes(tmp_path):
     out = tmp_path / "h"
     assert assign(str(out))[0] == 0
     first = (out / "handout.zip").read_bytes()
-    (out / "README.md").write_text("edited")
     (out / "src" / "__pycache__").mkdir()
     (out / "src" / "__pycache__" / "fmnist_utils.cpython-311.pyc").write_bytes(b"\0")
     code, stdout, _ = assign(str(out), "--json")
     assert code == 0 and json.loads(stdout)["files"][-1] == "handout.zip"
     assert (out / "handout.zip").read_bytes() == first
-    assert (out / "README.md").read_text() != "edited"
+
+
+@pytest.mark.parametrize("edited", ["lab7b.ipynb", "README.md", "src/fmnist_utils.py"])
+def test_an_edited_handout_file_is_kept_unless_forced(tmp_path, edited):
+    out = tmp_path / "h"
+    assert assign(str(out))[0] == 0
+    (out / edited).write_text("my own work")
+    code, stdout, err = assign(str(out))
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert str(out / edited) in err and "--force" in err
+    assert (out / edited).read_text() == "my own work"
+
+    assert assign(str(out), "--force")[0] == 0
+    assert (out / edited).read_text() != "my own work"
 
 
 @pytest.mark.parametrize("foreign", ["notes.txt", "src/mine.py", "7b_ex1.json"])

@@ -11,7 +11,7 @@ import pytest
 
 from grader.cli import main
 from grader.execution.sandbox import NO_BWRAP
-from grader_fixtures import RIGHT, write_artifact
+from grader_fixtures import RIGHT, data_folder, write_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,6 +126,51 @@ def test_an_empty_folder_is_a_usage_error(tmp_path, ref):
     assert run.returncode == 2 and run.stderr.startswith(f"labgrader: {tmp_path / 'empty'}: holds no answer files")
 
 
+def test_no_execute_beside_a_notebook_with_no_answer_files_is_nothing_to_check(tmp_path, ref):
+    (tmp_path / "lab.ipynb").write_text("{}")
+    run = labgrader("check", tmp_path / "lab.ipynb", "--no-execute")
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (f"labgrader: {tmp_path / 'lab.ipynb'}: no answer files beside it (7b_ex1.json, 7b_ex2.json); "
+                          "run the notebook first, or check it without --no-execute\n")
+
+
+@pytest.mark.parametrize("flag, value", [("--timeout", "nan"), ("--timeout", "-1"), ("--cell-timeout", "inf"),
+                                         ("--memory", "0"), ("--processes", "1.5"), ("--train-time", "nan")])
+def test_a_limit_that_is_not_a_positive_number_is_a_usage_error(tmp_path, flag, value):
+    (tmp_path / "lab.ipynb").write_text("{}")
+    run = labgrader("check", tmp_path / "lab.ipynb", flag, value)
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1].startswith(f"labgrader check: error: argument {flag}: '{value}'")
+
+
+@pytest.mark.parametrize("argv", [["check", ""], ["grade", "", "--no-execute"], ["grade", ".", "--out", ""],
+                                  ["export", " ", "--to", "canvas"]])
+def test_an_empty_path_is_a_usage_error_not_this_folder(tmp_path, argv):
+    run = labgrader(*argv, cwd=tmp_path)
+    assert run.returncode == 2 and "an empty path" in run.stderr.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == [], "nothing written into the current folder"
+
+
+def test_control_characters_in_a_path_never_reach_the_terminal(tmp_path):
+    run = labgrader("check", tmp_path / "\x1b]0;owned\x07\x1b[2Jx.json")
+    assert run.returncode == 2 and "\x1b" not in run.stderr and "\x07" not in run.stderr
+    assert run.stderr.count("\n") == 1 and "\\x1b]0;owned\\x07\\x1b[2Jx.json: no such file or folder" in run.stderr
+
+
+def test_a_data_dir_that_is_missing_or_lacks_the_files_stops_before_the_notebook_runs(tmp_path, monkeypatch, capsys):
+    from grader_fixtures import install_fake_executor, notebook
+
+    calls = install_fake_executor(monkeypatch)
+    nb = notebook(tmp_path / "student" / "lab7b.ipynb", {"write": RIGHT})
+    assert main(["check", str(nb), "--data-dir", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == (f"labgrader: data dir {tmp_path / 'nope'} (--data-dir) is not a folder; "
+                                       f"`labgrader data fetch --data-dir {tmp_path / 'nope'}` downloads Fashion-MNIST into it\n")
+    (tmp_path / "empty").mkdir()
+    assert main(["check", str(nb), "--data-dir", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith(f"labgrader: train-images-idx3-ubyte.gz is missing from {tmp_path / 'empty'};")
+    assert calls == []
+
+
 def test_a_notebook_with_no_execute_reads_the_files_beside_it(tmp_path, ref):
     (tmp_path / "lab.ipynb").write_text("{}")
     answers(tmp_path, "7b_ex2.json", {"a": "0.03", "b": "64"})
@@ -156,7 +201,7 @@ def _fake_notebook_check(tmp_path, monkeypatch, fake, *extra, reference=True):
     calls = install_fake_executor(monkeypatch)
     nb = notebook(tmp_path / "student" / "lab7b.ipynb", fake)
     ref = ["--reference", str(write_artifact(tmp_path / "ref.json"))] if reference else []
-    code = main(["check", str(nb), *ref, "--data-dir", str(tmp_path), *extra])
+    code = main(["check", str(nb), *ref, "--data-dir", str(data_folder(tmp_path / "data")), *extra])
     return code, calls
 
 

@@ -1,8 +1,10 @@
 """`labgrader export`: Canvas and Moodle CSVs matched against a roster, Gradescope results.json."""
 
 import csv
+import errno
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ def student(name: str, points: list[float], *, status="graded", reason="all answ
             "executed": None, "duration_s": 2.5}
 
 
-def make_out(tmp_path: Path, students: list[dict], lms: dict | None = None) -> Path:
+def make_out(tmp_path: Path, students: list[dict], lms: dict | None = None, layout: str = "canvas") -> Path:
     out = tmp_path / "out"
     out.mkdir()
     doc = {"format": "labgrader-results/1", "assignment": "7b", "title": "Optimizing Neural Networks",
@@ -37,7 +39,7 @@ def make_out(tmp_path: Path, students: list[dict], lms: dict | None = None) -> P
     (out / "results.json").write_text(json.dumps(doc))
     if lms is not None:
         (out / "lms").mkdir()
-        (out / "lms" / "lms.json").write_text(json.dumps({"format": "labgrader-lms/1", "layout": "canvas",
+        (out / "lms" / "lms.json").write_text(json.dumps({"format": "labgrader-lms/1", "layout": layout,
                                                            "students": lms, "refused": []}))
     return out
 
@@ -113,7 +115,7 @@ def test_moodle_worksheet_keeps_the_roster_and_fills_grade_and_feedback(tmp_path
                 student("bob-roe_77", [0] * 8, status="timeout", reason="cell 5: still running after 600 s")]
     lms = {"jane-doe_1234": {"display_name": "Jane Doe", "lms_user_id": "1234", "late": False},
            "bob-roe_77": {"display_name": "Bob Roe", "lms_user_id": "77", "late": False}}
-    out = make_out(tmp_path, students, lms)
+    out = make_out(tmp_path, students, lms, layout="moodle")
     roster = tmp_path / "worksheet.csv"
     roster.write_text(MOODLE_HEADER
                       + "Participant 1234,Jane Doe,jane@uni.edu,Submitted for grading,,16.00,Yes,\"Monday, 3 March 2026, 10:00 AM\",-,\n"
@@ -134,7 +136,7 @@ def test_moodle_worksheet_keeps_the_roster_and_fills_grade_and_feedback(tmp_path
 
 def test_moodle_without_roster_writes_participant_identifiers(tmp_path):
     out = make_out(tmp_path, [student("jane-doe_1234", [2] * 8)],
-                   {"jane-doe_1234": {"display_name": "Jane Doe", "lms_user_id": "1234", "late": False}})
+                   {"jane-doe_1234": {"display_name": "Jane Doe", "lms_user_id": "1234", "late": False}}, layout="moodle")
     assert main(["export", str(out), "--to", "moodle", "--dest", str(tmp_path / "m.csv")]) == 0
     rows = read_csv(tmp_path / "m.csv")
     row = dict(zip(rows[0], rows[1]))
@@ -226,3 +228,140 @@ def test_export_of_what_grade_wrote(tmp_path, capsys, monkeypatch):
     assert main(["export", str(out), "--to", "canvas", "--roster", str(roster)]) == 0
     rows = {r[0]: r[-1] for r in read_csv(out / "export" / "canvas.csv")[2:]}
     assert rows == {"Doe, Jane": "0", "Smith, Bob": "0", "Lee, Ann": "16"}
+
+
+# ids of one LMS are never another LMS's ids ---------------------------------------------------
+
+MOODLE_LMS = {"ann-lee_123": {"display_name": "Ann Lee", "lms_user_id": "123", "late": False}}
+
+
+def test_moodle_ids_are_not_written_as_canvas_ids(tmp_path, capsys):
+    """Moodle participant 123 is not Canvas user 123 (Jane Doe in CANVAS_ROSTER): no ID, and with a
+    roster Ann Lee is matched by her name, never by the id into Jane's row."""
+    out = make_out(tmp_path, [student("ann-lee_123", [2] * 8)], MOODLE_LMS, layout="moodle")
+    assert main(["export", str(out), "--to", "canvas"]) == 0
+    rows = read_csv(out / "export" / "canvas.csv")
+    assert rows[2][:2] + rows[2][-1:] == ["Ann Lee", "", "16"]
+    err = capsys.readouterr().err
+    assert "ann-lee_123" in err and "moodle download are not canvas ids" in err
+    roster = tmp_path / "gradebook.csv"
+    roster.write_text(CANVAS_ROSTER, encoding="utf-8")
+    assert main(["export", str(out), "--to", "canvas", "--roster", str(roster)]) == 0
+    rows = {r[0]: r[-1] for r in read_csv(out / "export" / "canvas.csv")[2:]}
+    assert rows == {"Doe, Jane": "0", "Smith, Bob": "0", "Lee, Ann": "16"}
+
+
+def test_canvas_ids_are_not_written_as_moodle_participants(tmp_path, capsys):
+    out = make_out(tmp_path, CANVAS_CLASS[:1], CANVAS_LMS)
+    assert main(["export", str(out), "--to", "moodle"]) == 0
+    rows = read_csv(out / "export" / "moodle.csv")
+    row = dict(zip(rows[0], rows[1]))
+    assert (row["Identifier"], row["Full name"], row["Grade"]) == ("", "doejane", "12")
+    assert "canvas download are not moodle ids" in capsys.readouterr().err
+    roster = tmp_path / "worksheet.csv"
+    roster.write_text(MOODLE_HEADER + "Participant 123,Someone Else,se@uni.edu,,,16.00,Yes,-,-,\n", encoding="utf-8")
+    assert main(["export", str(out), "--to", "moodle", "--roster", str(roster), "--missing", "blank"]) == 0
+    rows = read_csv(out / "export" / "moodle.csv")
+    assert dict(zip(rows[0], rows[1]))["Grade"] == ""
+    assert "doejane_123" in capsys.readouterr().err
+
+
+def test_a_gradebook_without_an_lms_layout_gives_no_ids(tmp_path):
+    out = make_out(tmp_path, CANVAS_CLASS[:1], CANVAS_LMS, layout="folders")
+    assert main(["export", str(out), "--to", "canvas"]) == 0
+    assert read_csv(out / "export" / "canvas.csv")[2][1] == ""
+
+
+# formula injection in headers ----------------------------------------------------------------
+
+def test_an_assignment_name_that_is_a_formula_is_neutralised_in_the_header(tmp_path):
+    out = make_out(tmp_path, CANVAS_CLASS[:1], CANVAS_LMS)
+    assert main(["export", str(out), "--to", "canvas", "--assignment", "=1+2"]) == 0
+    assert read_csv(out / "export" / "canvas.csv")[0][-1] == "'=1+2"
+    roster = tmp_path / "gradebook.csv"
+    roster.write_text(CANVAS_ROSTER.replace("Lab 7b (4242)", "'=1+2 (4242)"), encoding="utf-8")
+    assert main(["export", str(out), "--to", "canvas", "--roster", str(roster), "--assignment", "=1+2"]) == 0
+    rows = read_csv(out / "export" / "canvas.csv")
+    assert rows[0][-1] == "'=1+2 (4242)" and rows[2][-1] == "12"
+    worksheet = tmp_path / "worksheet.csv"
+    worksheet.write_text(MOODLE_HEADER.strip() + ",@SUM(A1)\nParticipant 123,Jane Doe,j@x,,,16,Yes,-,-,,x\n", encoding="utf-8")
+    assert main(["export", str(out), "--to", "moodle", "--roster", str(worksheet)]) == 0
+    assert read_csv(out / "export" / "moodle.csv")[0][-1] == "'@SUM(A1)"
+
+
+# tampered results.json -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("old, new", [
+    ('"total": 12.0', '"total": NaN'),
+    ('"total": 12.0', '"total": Infinity'),
+    ('"total": 12.0', '"total": -Infinity'),
+    ('"total": 12.0', '"total": 1e400'),
+    ('"max": 16.0, "students"', '"max": NaN, "students"'),
+])
+@pytest.mark.parametrize("target", ["canvas", "moodle", "gradescope"])
+def test_non_finite_numbers_in_results_json_are_refused(tmp_path, capsys, old, new, target):
+    out = make_out(tmp_path, CANVAS_CLASS[:1], CANVAS_LMS)
+    text = (out / "results.json").read_text()
+    assert text.count(old) == 1
+    (out / "results.json").write_text(text.replace(old, new))
+    assert main(["export", str(out), "--to", target]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out / "results.json") in err[0] and "internal error" not in err[0]
+    assert not (out / "export").exists()
+
+
+def test_gradescope_refuses_two_students_with_one_file_stem(tmp_path, capsys):
+    students = [{**student(name, [2] * 8), "file": "same"} for name in ("alice", "bob", "carol")]
+    out = make_out(tmp_path, students)
+    assert main(["export", str(out), "--to", "gradescope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "alice and bob" in err[0] and "file stem same" in err[0]
+    assert not (out / "export").exists()
+
+
+# read-only output ----------------------------------------------------------------------------
+
+def read_only_below(monkeypatch, folder: Path) -> None:
+    """Every atomic write below folder fails as on a read-only mount (root ignores chmod)."""
+    from grader.common import atomic
+
+    real = atomic.write_bytes_atomic
+
+    def write(path, data):
+        if Path(os.path.abspath(path)).is_relative_to(folder):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(path).parent / f".{Path(path).name}.x.tmp"))
+        return real(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes_atomic", write)
+
+
+@pytest.mark.parametrize("target", ["canvas", "moodle", "gradescope"])
+def test_export_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, target):
+    out = make_out(tmp_path, CANVAS_CLASS, CANVAS_LMS)
+    read_only_below(monkeypatch, out / "export")
+    assert main(["export", str(out), "--to", target]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error" not in err[0]
+    assert f"{out / 'export'}" in err[0] and "cannot write: Read-only file system" in err[0]
+
+
+def test_grade_into_a_read_only_out_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    from grader_fixtures import RIGHT, install_fake_executor, write_artifact
+
+    install_fake_executor(monkeypatch)
+    subs = tmp_path / "subs"
+    (subs / "alee").mkdir(parents=True)
+    for name, data in RIGHT.items():
+        (subs / "alee" / name).write_text(json.dumps(data))
+    out = tmp_path / "graded"
+    ref = write_artifact(tmp_path / "ref.json")
+    assert main(["grade", str(subs), "--out", str(out), "--reference", str(ref), "--no-execute"]) == 0
+    before = (out / "results.json").read_text()
+    capsys.readouterr()
+    read_only_below(monkeypatch, out)
+    for extra in ([], ["--force"]):
+        assert main(["grade", str(subs), "--out", str(out), "--reference", str(ref), "--no-execute", *extra]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("labgrader:")]
+        assert "internal error" not in err[-1]
+        assert str(out) in err[-1] and "cannot write: Read-only file system" in err[-1]
+    assert (out / "results.json").read_text() == before

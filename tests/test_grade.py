@@ -8,7 +8,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from grader.cli import main
-from grader_fixtures import RIGHT, install_fake_executor, notebook, write_artifact
+from grader_fixtures import RIGHT, data_folder, install_fake_executor, notebook, write_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_SCHEMA = json.loads((ROOT / "schemas" / "results.schema.json").read_text())
@@ -54,8 +54,7 @@ def setup(tmp_path, monkeypatch):
     notebook(subs / ".hidden" / "lab.ipynb", {"write": RIGHT})
     (subs / "notes.txt").write_text("not a submission")
     ref = write_artifact(tmp_path / "ref.json")
-    data = tmp_path / "data"
-    data.mkdir()
+    data = data_folder(tmp_path / "data")
     out = tmp_path / "out"
     argv = ["grade", str(subs), "--out", str(out), "--reference", str(ref), "--data-dir", str(data)]
     return {"calls": calls, "subs": subs, "out": out, "argv": argv, "data": data}
@@ -293,7 +292,17 @@ def test_a_missing_data_dir_is_a_usage_error(setup, capsys):
     argv = setup["argv"][:]
     argv[argv.index("--data-dir") + 1] = str(setup["data"] / "nope")
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip().endswith("(--data-dir) is not a folder")
+    err = capsys.readouterr().err.strip()
+    assert f"data dir {setup['data'] / 'nope'} (--data-dir) is not a folder" in err and err.count("\n") == 0
+    assert setup["calls"] == []
+
+
+def test_a_data_dir_without_the_data_files_stops_before_any_notebook_runs(setup, capsys):
+    (setup["data"] / "train-labels-idx1-ubyte.gz").unlink()
+    assert main(setup["argv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"labgrader: train-labels-idx1-ubyte.gz is missing from {setup['data']};")
+    assert setup["calls"] == [] and not (setup["out"] / "results.json").exists()
 
 
 def test_an_empty_class_or_zero_jobs_is_a_usage_error_not_an_empty_gradebook(tmp_path, capsys):
@@ -362,3 +371,102 @@ def test_the_training_service_trains_with_every_core_whatever_j_is(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert grader.grade._service_options(argparse.Namespace(jobs=1, no_train_service=False)).threads == 1
     assert grader.grade._service_options(argparse.Namespace(jobs=1, no_train_service=True)) is None
+
+
+def test_an_out_that_cannot_be_written_stops_before_any_notebook_runs(setup, monkeypatch, capsys):
+    import errno
+    import os
+    import tempfile
+
+    setup["out"].mkdir()
+    real = tempfile.NamedTemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == setup["out"]:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    assert main(setup["argv"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        f"labgrader: {setup['out']}: cannot write into the output folder: Read-only file system"
+    assert setup["calls"] == [] and list(setup["out"].iterdir()) == []
+
+
+# what a plain class folder holds besides students ----------------------------------------------
+
+@pytest.fixture
+def answered(tmp_path, monkeypatch):
+    """A class of hand-written answer files (no notebook runs, no figures drawn) and a grade runner."""
+    import grader.reports.feedback_html as fh
+    import grader.reports.summary as summary
+
+    monkeypatch.setattr(fh, "optimum_plot", lambda *a, **k: None)
+    monkeypatch.setattr(summary, "_histogram_png", lambda *a, **k: "")
+    monkeypatch.setattr(summary, "_distribution_png", lambda *a, **k: "")
+    subs = tmp_path / "class"
+    for student in ("ann", "ben", "cat"):
+        (subs / student).mkdir(parents=True)
+        for name, data in RIGHT.items():
+            (subs / student / name).write_text(json.dumps(data))
+    ref = write_artifact(tmp_path / "ref.json")
+
+    def grade(source: Path, *extra: str) -> int:
+        return main(["grade", str(source), "--reference", str(ref), "--no-execute", *extra])
+
+    return subs, grade
+
+
+def test_a_student_with_both_a_folder_and_a_notebook_is_refused_alone(answered, capsys):
+    subs, grade = answered
+    notebook(subs / "ben.ipynb", {})
+    assert grade(subs, "--out", str(subs.parent / "out")) == 0
+    err = capsys.readouterr().err
+    assert "labgrader: refused ben.ipynb: student 'ben' has both a folder and a notebook; the folder is graded, keep one\n" in err
+    got = results(subs.parent / "out")
+    assert {s: (r["status"], r["total"]) for s, r in got.items()} == {s: ("graded", 16) for s in ("ann", "ben", "cat")}
+
+
+def test_a_symlinked_student_folder_is_refused_with_a_line(answered, capsys):
+    subs, grade = answered
+    (subs / "linked").symlink_to(subs / "ann", target_is_directory=True)
+    (subs / "linked.ipynb").symlink_to(subs / "ann" / "7b_ex1.json")
+    assert grade(subs, "--out", str(subs.parent / "out")) == 0
+    err = capsys.readouterr().err
+    assert "labgrader: refused linked: symbolic link (not followed)\n" in err
+    assert "labgrader: refused linked.ipynb: symbolic link (not followed)\n" in err
+    assert sorted(results(subs.parent / "out")) == ["ann", "ben", "cat"]
+
+
+@pytest.mark.parametrize("inside", ["", "grading-out"])
+def test_the_output_folder_inside_the_class_folder_is_never_a_student(answered, capsys, monkeypatch, inside):
+    subs, grade = answered
+    (subs / "dee").mkdir()
+    (subs / "dee" / "results.json").write_text('{"format": "my own", "acc": 0.9}')  # a student's, not labgrader's
+    (subs / "dee" / "grades.csv").write_text("epoch,acc\n1,0.9\n")
+    monkeypatch.chdir(subs)
+    out = subs / inside if inside else subs
+    for run in range(2):
+        assert (grade(Path(".")) if inside else grade(subs, "--out", str(out))) == 0  # grade . writes ./grading-out
+        assert sorted(results(out)) == ["ann", "ben", "cat", "dee"], run
+    err = capsys.readouterr().err
+    skipped = ["grading-out"] if inside else ["feedback"]
+    assert [line.split(":")[1].strip() for line in err.splitlines() if "labgrader's own output" in line] == \
+        [f"refused {s}" for s in skipped]
+
+
+def test_an_empty_output_folder_made_beforehand_inside_the_class_is_not_a_student(answered, capsys):
+    subs, grade = answered
+    (subs / "marks").mkdir()
+    assert grade(subs, "--out", str(subs / "marks")) == 0
+    assert sorted(results(subs / "marks")) == ["ann", "ben", "cat"]
+    assert "labgrader: refused marks: " in capsys.readouterr().err
+
+
+def test_json_lists_what_was_refused_for_a_script_that_never_reads_stderr(answered, capsys):
+    subs, grade = answered
+    (subs / "linked").symlink_to(subs / "ann", target_is_directory=True)
+    assert grade(subs, "--out", str(subs.parent / "out"), "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["refused"] == [{"entry": "linked", "reason": "symbolic link (not followed)"}]
+    assert sorted(s["student"] for s in doc["students"]) == ["ann", "ben", "cat"]

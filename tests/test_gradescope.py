@@ -122,12 +122,13 @@ def test_answer_files_alone_are_scored_through_the_real_pipeline(tmp_path, grade
 
 
 def test_a_crashing_notebook_is_scored_with_its_reason(tmp_path, graded_env):
-    from grader_fixtures import notebook
+    from grader_fixtures import data_folder, notebook
 
     calls, ref = graded_env
     root = layout(tmp_path, {})
     notebook(root / "submission" / "lab7b.ipynb", {"status": "error", "cell": 3, "reason": "NameError: name 'x' is not defined"})
-    assert main(["gradescope", "run", "--root", str(root), "--reference", str(ref), "--data-dir", str(tmp_path)]) == 0
+    data = data_folder(tmp_path / "data")
+    assert main(["gradescope", "run", "--root", str(root), "--reference", str(ref), "--data-dir", str(data)]) == 0
     doc = results_of(root)
     assert len(calls) == 1
     assert doc["score"] == 0 and "Status: error: cell 3: NameError" in doc["output"]
@@ -161,3 +162,23 @@ def test_build_writes_a_zip_with_executable_scripts_and_the_source(tmp_path):
     assert setup.startswith("#!/usr/bin/env bash") and run.startswith("#!/usr/bin/env bash")
     assert safe_extract(dest, tmp_path / "unpacked") == []
     assert (tmp_path / "unpacked" / "labgrader" / "grader" / "schemas").is_dir()
+
+
+def test_run_with_a_read_only_results_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """Gradescope's results folder unwritable: a clean reason naming the file, not the CLI's internal error."""
+    import errno
+    import os
+
+    from grader.common import atomic
+
+    root = layout(tmp_path, {"lab7b.ipynb": "{}"})
+    monkeypatch.setattr(gradescope, "grade_submission", lambda submission, args: canned())
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(atomic, "write_bytes_atomic", read_only)
+    assert main(["gradescope", "run", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error" not in err[0]
+    assert str(root / "results" / "results.json") in err[0] and "cannot write: Read-only file system" in err[0]

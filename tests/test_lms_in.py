@@ -227,3 +227,96 @@ def test_a_zipped_class_folder_is_unwrapped(tmp_path):
                                           ("lab7b-class/bob/lab.ipynb", b"{}", 0)])
     subs, entries, refused = materialize(z, "folders", tmp_path / "work")
     assert sorted(e.student for e in entries) == ["alice", "bob"] and refused == []
+
+
+# a zipped class graded like the same folder unzipped ------------------------------------------
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """Plots are matplotlib's business and slow; every other byte of the reports is written."""
+    import grader.reports.feedback_html as fh
+    import grader.reports.summary as summary
+
+    monkeypatch.setattr(fh, "optimum_plot", lambda *a, **k: None)
+    monkeypatch.setattr(summary, "_histogram_png", lambda *a, **k: "")
+    monkeypatch.setattr(summary, "_distribution_png", lambda *a, **k: "")
+
+
+def _grade(source: Path, out: Path, ref: Path, capsys) -> tuple[dict, str]:
+    """`grade SOURCE --no-execute`: {student: (status, total, file)} and stderr."""
+    from grader.cli import main
+
+    assert main(["grade", str(source), "--out", str(out), "--reference", str(ref), "--no-execute"]) == 0
+    err = capsys.readouterr().err
+    doc = json.loads((out / "results.json").read_text())
+    return {s["student"]: (s["status"], s["total"], s["file"]) for s in doc["students"]}, err
+
+
+def _answers(which: str) -> dict[str, bytes]:
+    """Hand-written answer files: both right (16 points) or only 7b_ex1.json (8)."""
+    from grader_fixtures import RIGHT
+
+    names = ["7b_ex1.json", "7b_ex2.json"] if which == "both" else ["7b_ex1.json"]
+    return {n: json.dumps(RIGHT[n]).encode() for n in names}
+
+
+COLLIDING = {"Ann Lee": "both", "ann-lee": "ex1", "李雷": "both", "王芳": "ex1",
+             "Zoë": "both", "Zoe": "ex1", "-ana": "ex1", "ana": "both"}
+
+
+def test_a_zipped_class_keeps_exact_names_that_normalise_alike(tmp_path, capsys, no_figures):
+    from grader_fixtures import write_artifact
+
+    ref = write_artifact(tmp_path / "ref.json")
+    entries = [(f"class/{n}/{f}", data, 0) for n, which in COLLIDING.items() for f, data in _answers(which).items()]
+    z = make_zip(tmp_path / "class.zip", entries)
+    zipped, err = _grade(z, tmp_path / "out-zip", ref, capsys)
+    assert "refused" not in err
+    expected = {n: ("graded", 16 if which == "both" else 8) for n, which in COLLIDING.items()}
+    assert {n: r[:2] for n, r in zipped.items()} == expected
+    assert len({r[2] for r in zipped.values()}) == len(COLLIDING)
+    with zipfile.ZipFile(z) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    folder, err = _grade(tmp_path / "unzipped" / "class", tmp_path / "out-dir", ref, capsys)
+    assert folder == zipped and "refused" not in err
+
+
+def test_a_zipped_class_with_a_loose_file_is_still_a_class(tmp_path):
+    z = make_zip(tmp_path / "class.zip", [("class/ada/7b_ex1.json", b"{}", 0), ("class/ada/7b_ex2.json", b"{}", 0),
+                                          ("class/ben/7b_ex1.json", b"{}", 0), ("class/README.txt", b"hi", 0)])
+    subs, entries, refused = materialize(z, "auto", tmp_path / "work", known_names=KNOWN)
+    assert sorted(e.student for e in entries) == ["ada", "ben"]
+    assert [r.entry for r in refused] == ["README.txt"] and "loose file" in refused[0].reason
+    assert tree(subs / "ben") == {"7b_ex1.json"}
+
+
+@pytest.mark.parametrize("files", [["alice/lab7b.ipynb", "alice/src/helpers.py", "alice/README.md"],
+                                   ["alice/7b_ex1.json", "alice/7b_ex2.json", "alice/notes/todo.txt"]])
+def test_a_zip_of_one_student_s_folder_stays_one_student(tmp_path, files):
+    z = make_zip(tmp_path / "alice.zip", [(f, b"{}", 0) for f in files])
+    subs, entries, refused = materialize(z, "auto", tmp_path / "work", known_names=KNOWN)
+    assert [e.student for e in entries] == ["alice"] and refused == []
+    assert tree(subs / "alice") == {f.removeprefix("alice/") for f in files}
+
+
+def test_an_over_long_name_in_a_zip_is_refused_and_the_rest_unpacked(tmp_path):
+    long = "L" * 300
+    z = make_zip(tmp_path / "class.zip", [(f"class/{long}/", b"", stat.S_IFDIR | 0o755),
+                                          (f"class/{long}/7b_ex1.json", b"{}", 0),
+                                          (f"class/{'M' * 300}", b"{}", 0),
+                                          ("class/ok/7b_ex1.json", b"{}", 0), ("class/ok2/7b_ex1.json", b"{}", 0)])
+    subs, entries, refused = materialize(z, "auto", tmp_path / "work", known_names=KNOWN)
+    assert sorted(e.student for e in entries) == ["ok", "ok2"]
+    assert {r.entry: r.reason for r in refused} == {
+        f"class/{long}/": "a name in its path is longer than 255 bytes",
+        f"class/{long}/7b_ex1.json": "a name in its path is longer than 255 bytes",
+        f"class/{'M' * 300}": "a name in its path is longer than 255 bytes",
+    }
+
+
+def test_a_folder_and_a_notebook_of_one_student_in_a_zip_is_said_as_in_a_folder(tmp_path):
+    z = make_zip(tmp_path / "class.zip", [("class/ben/7b_ex1.json", b"{}", 0), ("class/ben.ipynb", b"{}", 0),
+                                          ("class/cat/7b_ex1.json", b"{}", 0)])
+    subs, entries, refused = materialize(z, "auto", tmp_path / "work", known_names=KNOWN)
+    assert sorted(e.student for e in entries) == ["ben", "cat"] and tree(subs / "ben") == {"7b_ex1.json"}
+    assert refused == [("ben.ipynb", "student 'ben' has both a folder and a notebook; the folder is graded, keep one")]

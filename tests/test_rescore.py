@@ -3,7 +3,7 @@
 import json
 
 from grader.cli import main
-from grader_fixtures import RIGHT, install_fake_executor, notebook, write_artifact
+from grader_fixtures import RIGHT, data_folder, install_fake_executor, notebook, write_artifact
 from reference.spec import DEFAULT_SPEC, load_spec
 
 ANSWERS = {"7b_ex1.json": {**RIGHT["7b_ex1.json"], "d": "Bigger steps: each update moves further along the gradient."},
@@ -12,7 +12,7 @@ ANSWERS = {"7b_ex1.json": {**RIGHT["7b_ex1.json"], "d": "Bigger steps: each upda
 
 def _grade(tmp_path, spec, ref):
     code = main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--reference", str(ref),
-                 "--data-dir", str(tmp_path), "--spec", str(spec)])
+                 "--data-dir", str(data_folder(tmp_path / "data")), "--spec", str(spec)])
     assert code == 0
     return {s["student"]: s for s in json.loads((tmp_path / "out" / "results.json").read_text())["students"]}
 

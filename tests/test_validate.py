@@ -167,6 +167,7 @@ def test_a_huge_file_is_rejected(tmp_path):
     (b'{"a": "\xff"}', "7b_ex1.json: is not UTF-8 text (bad byte at offset 7)"),
     (b'["0.1", "no"]', "7b_ex1.json: holds a list, not an object with the answer keys"),
     (b'"0.1"', "7b_ex1.json: holds a string, not an object with the answer keys"),
+    (b'{"c": ' + b"9" * 5000 + b"}", "7b_ex1.json: holds a whole number of 5000 digits, too long to be an answer"),
 ])
 def test_unusable_content_is_one_line(tmp_path, raw, message):
     p = tmp_path / EX1

@@ -101,6 +101,14 @@ def read_answer_file(path: str | Path, max_bytes: int = MAX_BYTES) -> dict:
     return parse_answer_bytes(name, b"".join(chunks))
 
 
+MAX_INT_DIGITS = 100
+
+
+class _TooLong(ValueError):
+    """A JSON integer past MAX_INT_DIGITS: valid JSON, but Python would refuse to read it past 4300 digits
+    with advice about sys.set_int_max_str_digits that means nothing to a student."""
+
+
 def parse_answer_bytes(name: str, raw: bytes) -> dict:
     """Decode and parse an answer file's bytes; the top level must be a JSON object."""
     try:
@@ -119,8 +127,15 @@ def parse_answer_bytes(name: str, raw: bytes) -> dict:
             seen.add(key)
         return dict(pairs)
 
+    def bounded_int(digits):
+        if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+            raise _TooLong(f"{name}: holds a whole number of {len(digits.lstrip('-'))} digits, too long to be an answer")
+        return int(digits)
+
     try:
-        data = json.loads(text, parse_constant=no_constant, object_pairs_hook=no_repeats)
+        data = json.loads(text, parse_constant=no_constant, object_pairs_hook=no_repeats, parse_int=bounded_int)
+    except _TooLong as e:
+        raise UserError(str(e), 1)
     except json.JSONDecodeError as e:
         raise UserError(f"{name}: is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", 1)
     except RecursionError:

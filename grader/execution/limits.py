@@ -5,6 +5,8 @@ The CLI builds its flags from these fields, so a limit's default and help live o
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 from dataclasses import dataclass, field, fields
 
@@ -38,11 +40,26 @@ class Limits:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def positive(kind: type):
+    """An argparse type: a finite number above zero, so a limit of 0, -1 or nan is a usage error,
+    not a notebook that "ran longer than its -1 s"."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_limit_flags(parser) -> None:
     """Declare one CLI flag per Limits field, with the field's default and help."""
     group = parser.add_argument_group("execution limits")
     for f in fields(Limits):
-        group.add_argument(f.metadata["flag"], dest=f"limit_{f.name}", type=type(f.default), default=f.default,
+        group.add_argument(f.metadata["flag"], dest=f"limit_{f.name}", type=positive(type(f.default)), default=f.default,
                            metavar=f.metadata["metavar"], help=f"{f.metadata['help']} (default: {f.default:g})")
 
 

@@ -84,6 +84,21 @@ del _labgrader_cap
 '''
 
 
+def notebook_shape_problem(data) -> str | None:
+    """What makes parsed JSON not a notebook at all, in a student's words (nbformat's own errors
+    read "'str' object has no attribute 'get'")."""
+    kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false"}
+    if not isinstance(data, dict):
+        return f"it holds {kinds.get(type(data), 'null')}, not a notebook object"
+    cells = data.get("cells")
+    if not isinstance(cells, list):
+        return "it has no list of cells" if cells is None else f"its cells are {kinds.get(type(cells), 'null')}, not a list"
+    for number, cell in enumerate(cells, 1):
+        if not isinstance(cell, dict):
+            return f"its cell {number} is {kinds.get(type(cell), 'null')}, not a cell"
+    return None
+
+
 def one_line(text: object, width: int = REASON_WIDTH) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -322,9 +337,13 @@ class Run:
         except UnicodeDecodeError:
             return None, self.result("error", f"{name} is not a Jupyter notebook: it is not UTF-8 text")
         try:
-            json.loads(text)
+            data = json.loads(text)
         except ValueError as e:
             return None, self.result("error", f"{name} is not a Jupyter notebook: it is not JSON ({e}); "
+                                              "submit the .ipynb file that Jupyter saves")
+        shape = notebook_shape_problem(data)
+        if shape:
+            return None, self.result("error", f"{name} is not a Jupyter notebook: {shape}; "
                                               "submit the .ipynb file that Jupyter saves")
         try:
             nb = nbformat.reads(text, as_version=4)

@@ -94,6 +94,19 @@ def resolve_data_dir(args) -> tuple[Path, str]:
     return Path(demo_data_dir()), "the bundled demo's synthetic data (set --data-dir or $LABGRADER_DATA for Fashion-MNIST)"
 
 
+def checked_data_dir(args) -> tuple[Path, str]:
+    """resolve_data_dir, refused at once when the four files are not there: otherwise every notebook
+    would fail at get_data() and a setup mistake would read as 300 students' errors."""
+    from reference import fmnist
+
+    data_dir, source = resolve_data_dir(args)
+    if not data_dir.is_dir():
+        raise UserError(f"data dir {data_dir} ({source}) is not a folder; `labgrader data fetch --data-dir {data_dir}` "
+                        "downloads Fashion-MNIST into it")
+    fmnist.ensure_files(data_dir, download=False)
+    return data_dir, source
+
+
 # one student -----------------------------------------------------------------------------------
 
 def collect_answers(folder: Path | None, spec, *, search: bool = False) -> tuple[dict, list[str]]:

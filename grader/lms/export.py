@@ -5,12 +5,18 @@ an optional roster (the LMS's own export, read by read_roster) and the LMS ids `
 kept in OUT/lms/lms.json. A roster decides the rows: every roster student gets one, with an
 explicit zero or a blank when they submitted nothing, and submissions the roster does not know
 are reported rather than guessed into someone's row.
+
+LMS ids are only written to the LMS they came from: OUT/lms/lms.json records the layout of the
+download (`canvas` or `moodle`), and exporting to another target drops its ids (a Moodle
+participant id is some other person's Canvas user id), so rows are then matched by name, login
+or email through --roster, or left without an id and reported.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sys
 import unicodedata
@@ -24,6 +30,7 @@ from grader import SCHEMA_DIR
 from grader.common.csvcell import LINE_END, cell, uncell
 from grader.common.errors import UserError
 from grader.common.names import display, result_stem, terminal
+from grader.common.text import one_line
 
 RESULTS_SCHEMA = SCHEMA_DIR / "results.schema.json"
 GRADESCOPE_SCHEMA = SCHEMA_DIR / "gradescope-results.schema.json"
@@ -52,7 +59,8 @@ def export_command(args) -> int:
     results = load_results(out)
     from grader.lms.lms_in import load_lms
 
-    lms = load_lms(out)["students"]
+    lms_doc = load_lms(out)
+    lms = lms_for(lms_doc, args.to)
     if args.roster and args.to == "gradescope":
         raise UserError("--roster: Gradescope matches students itself; a roster applies to --to canvas or moodle")
     roster = read_roster(args.roster, args.to) if args.roster else None
@@ -60,6 +68,7 @@ def export_command(args) -> int:
     dest = Path(args.dest) if args.dest else out / "export" / default
     writer = {"canvas": to_canvas, "moodle": to_moodle, "gradescope": to_gradescope}[args.to]
     report = writer(results, roster, lms=lms, assignment=args.assignment, missing=args.missing, dest=dest)
+    report["lms_layout"] = lms_doc.get("layout")
     _say(report, args)
     return 0
 
@@ -69,8 +78,11 @@ def _say(report: dict, args) -> None:
         names = ", ".join(f"{terminal(u['student'])} ({u['reason']})" for u in report["unknown"])
         print(f"labgrader: {len(report['unknown'])} submission(s) not in the roster, left out: {names}", file=sys.stderr)
     if report["no_lms_id"]:
+        source = report.get("lms_layout")
+        why = (f"the ids of this {source} download are not {report['target']} ids; "
+               if source in ("canvas", "moodle") and source != report["target"] else "")
         print(f"labgrader: {len(report['no_lms_id'])} row(s) carry no LMS id, so the LMS cannot match them: "
-              f"{', '.join(map(terminal, report['no_lms_id']))} (pass --roster with the LMS's own export)", file=sys.stderr)
+              f"{', '.join(map(terminal, report['no_lms_id']))} ({why}pass --roster with the LMS's own export)", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(report, indent=2))
         return
@@ -86,15 +98,48 @@ def _say(report: dict, args) -> None:
 
 # inputs --------------------------------------------------------------------------------------
 
+def lms_for(lms_doc: dict, target: str) -> dict:
+    """load_lms's students as the target may use them: the LMS ids only when the download came from
+    that very LMS (`layout`); otherwise every lms_user_id is None, so no row gets another LMS's id."""
+    same = lms_doc.get("layout") == target
+    students = {}
+    for name, info in (lms_doc.get("students") or {}).items():
+        if not isinstance(info, dict):
+            continue
+        uid = info.get("lms_user_id")
+        uid = str(uid) if same and isinstance(uid, (str, int)) and not isinstance(uid, bool) and str(uid) else None
+        students[name] = {**info, "lms_user_id": uid}
+    return students
+
+
+def _strict_json(text: str):
+    """json.loads without Python's extensions: NaN, Infinity and numbers beyond a float are refused."""
+
+    def constant(name):
+        raise ValueError(f"{name} is not a JSON number")
+
+    def number(text):
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"{text[:40]} is out of range")
+        return value
+
+    def integer(text):
+        number(text)
+        return int(text)
+
+    return json.loads(text, parse_constant=constant, parse_float=number, parse_int=integer)
+
+
 def load_results(out: str | Path) -> dict:
-    """OUT/results.json, checked against schemas/results.schema.json."""
+    """OUT/results.json, checked against schemas/results.schema.json; numbers must be finite."""
     path = Path(out) / "results.json"
     if not path.is_file():
         raise UserError(f"{path}: not found; run `labgrader grade ... --out {out}` first")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable: {e}")
+        doc = _strict_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{path}: unreadable: {one_line(str(e), 200)}")
     from jsonschema import Draft202012Validator
 
     try:
@@ -302,6 +347,7 @@ def to_canvas(results: dict, roster: Roster | None = None, *, lms: dict | None =
                          "SIS Login ID": "", "Section": "", column: _num(r["total"])})
     points = {**{c: "" for c in CANVAS_ID_COLUMNS}, "Student": CANVAS_POINTS_ROW, column: _num(results["max"])}
     frame = pd.DataFrame([_cells(points), *map(_cells, rows)], columns=[*CANVAS_ID_COLUMNS, column], dtype=str)
+    frame.columns = [cell(c) for c in frame.columns]
     dest = Path(dest)
     _write(dest, frame.to_csv(index=False, lineterminator=LINE_END))
     return _report("canvas", dest, [dest], len(rows), missing_list, blank, unknown, no_id, students)
@@ -354,6 +400,7 @@ def to_moodle(results: dict, roster: Roster | None = None, *, lms: dict | None =
                          "Grade": _num(r["total"]), "Maximum Grade": maximum, "Grade can be changed": "Yes",
                          "Feedback comments": _comment(r, assignment)})
     frame = pd.DataFrame(list(map(_cells, rows)), columns=columns, dtype=str).fillna("")
+    frame.columns = [cell(c) for c in frame.columns]
     dest = Path(dest)
     _write(dest, frame.to_csv(index=False, lineterminator=LINE_END))
     return _report("moodle", dest, [dest], len(rows), missing_list, blank, unknown, no_id, students)
@@ -379,6 +426,13 @@ def to_gradescope(results: dict, roster: Roster | None = None, *, lms: dict | No
     if roster is not None:
         raise UserError("--roster: Gradescope matches students itself; a roster applies to --to canvas or moodle")
     dest = Path(dest)
+    seen: dict[str, str] = {}
+    for r in results["students"]:
+        stem = result_stem(r)
+        if stem in seen:
+            raise UserError(f"results.json: students {terminal(seen[stem])} and {terminal(r['student'])} both have "
+                            f"the file stem {terminal(stem)}, so one would overwrite the other in {dest}; nothing written")
+        seen[stem] = r["student"]
     written = []
     for r in results["students"]:
         doc = gradescope_document(r, title=assignment)
@@ -448,7 +502,10 @@ def write_gradescope(path: str | Path, doc: dict) -> Path:
         raise UserError(f"{path}: would not be valid Gradescope results: {problems[0]}")
     path = Path(path)
     make_dir(path.parent)
-    write_json_atomic(path, doc)
+    try:
+        write_json_atomic(path, doc)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}")
     return path
 
 

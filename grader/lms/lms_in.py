@@ -40,6 +40,10 @@ REUPLOAD_RE = re.compile(r"^(?P<stem>.+)-(?P<n>\d+)(?P<ext>\.[^.]+)$")
 MAX_ID_CHARS = 100
 SAFE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 CHUNK = 1 << 20
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows)
+# what `grade`, `review` and `export` write into OUT: never a student's submission
+OUTPUT_DIRS = ("feedback", "executed", "review", LMS_DIR, "export")
+OUTPUT_REASON = "labgrader's own output folder, not a submission"
 
 
 class Entry(NamedTuple):
@@ -102,11 +106,11 @@ def materialize(path: str | Path, layout: str, workdir: str | Path, *, known_nam
         unpacked = workdir / "unpacked"
         _fresh_dir(unpacked)
         refused += safe_extract(path, unpacked, limits)
-        root = _unwrap(unpacked, archive=True)
+        root = _unwrap(unpacked, archive=True, known=known)
     elif path.is_file() and path.suffix == ".ipynb":
         root = path
     elif path.is_dir():
-        root = _unwrap(path, archive=False) if layout != "folders" else path
+        root = _unwrap(path, archive=False, known=known) if layout != "folders" else path
     elif path.is_file() and path.suffix.lower() == ".zip":
         raise UserError(f"{path}: is not a valid zip archive (damaged or incomplete download?)")
     else:
@@ -150,6 +154,29 @@ def detect_layout(path: str | Path) -> str:
             names.append(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
         return _detect_names(names)
     return "folders"
+
+
+def is_output_folder(path: str | Path) -> bool:
+    """Whether a folder is an OUT that `grade` wrote: its store or work dirs, its LMS roster, or
+    its results.json (labgrader's own, by its format line).
+
+    Such a folder inside a class folder (`grade . --out grading-out`, or OUT given as the class
+    folder itself) is labgrader's own output, never a student's submission.
+    """
+    p = Path(path)
+    try:
+        if p.is_symlink() or not p.is_dir():
+            return False
+        for store in (".state", ".work"):
+            if (p / store).is_dir() and not (p / store).is_symlink():
+                return True
+        if (p / LMS_DIR / LMS_FILE).is_file():
+            return True
+        fd = os.open(p / "results.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            return b'"format": "labgrader-results/' in f.read(256)
+    except OSError:
+        return False
 
 
 def lms_workdir(out: str | Path) -> Path:
@@ -239,6 +266,8 @@ def safe_extract(zip_path: str | Path, dest: str | Path, limits: UnpackLimits = 
             parts = _parts(name)
             if reason is None and (not parts or _ignored(parts)):
                 continue
+            if reason is None:
+                reason = _too_long(parts)
             key = "/".join(parts)
             if reason is None and key in seen:
                 reason = "duplicate entry; the first one is kept"
@@ -250,14 +279,17 @@ def safe_extract(zip_path: str | Path, dest: str | Path, limits: UnpackLimits = 
             if not target.resolve().is_relative_to(root):
                 refused.append(Refused(name, "escapes the target folder"))
                 continue
+            try:
+                _mkdir_inside(dest, parts if info.is_dir() else parts[:-1])
+            except _Clash as e:
+                refused.append(Refused(name, str(e)))
+                continue
+            except OSError as e:
+                refused.append(Refused(name, f"cannot create its folder: {e.strerror or e}"))
+                continue
             if info.is_dir():
-                try:
-                    _mkdir_inside(dest, parts)
-                except _Clash as e:
-                    refused.append(Refused(name, str(e)))
                 continue
             try:
-                _mkdir_inside(dest, parts[:-1])
                 written += _extract_one(zf, info, target, limits.max_bytes - written)
             except _Clash as e:
                 refused.append(Refused(name, str(e)))
@@ -301,6 +333,14 @@ def _unsafe_entry(info: zipfile.ZipInfo) -> str | None:
             return "special file (fifo or socket)"
     if info.flag_bits & 0x1:
         return "encrypted"
+    return None
+
+
+def _too_long(parts: list[str]) -> str | None:
+    """A name no filesystem can hold: refused as an entry instead of failing the whole unpack."""
+    for p in parts:
+        if len(os.fsencode(p)) > NAME_MAX:
+            return f"a name in its path is longer than {NAME_MAX} bytes"
     return None
 
 
@@ -370,24 +410,43 @@ def _detect_names(names: list[str]) -> str:
     return "folders"
 
 
-def _unwrap(root: Path, *, archive: bool) -> Path:
+def _unwrap(root: Path, *, archive: bool, known=()) -> Path:
     """One folder holding the download: descend into it.
 
     An LMS layout inside is proof enough; a zip is also unwrapped when its one folder looks
-    like a class (only folders, or several notebooks), as zipping a class folder does.
+    like a class rather than one student's folder, as zipping a class folder does.
     """
     kids = [e for e in os.scandir(root) if e.name not in IGNORED_NAMES]
     if len(kids) == 1 and kids[0].is_dir(follow_symlinks=False):
         inner = Path(kids[0].path)
-        if detect_layout(inner) != "folders" or (archive and _looks_like_class(inner)):
+        if detect_layout(inner) != "folders" or (archive and _looks_like_class(inner, known)):
             return inner
     return root
 
 
-def _looks_like_class(folder: Path) -> bool:
-    kids = [e for e in os.scandir(folder) if e.name not in IGNORED_NAMES]
-    notebooks = [e for e in kids if e.is_file(follow_symlinks=False) and e.name.endswith(".ipynb")]
-    return bool(kids) and (all(e.is_dir(follow_symlinks=False) for e in kids) or len(notebooks) >= 2)
+def _looks_like_class(folder: Path, known=()) -> bool:
+    """A class folder: student folders or several <student>.ipynb, loose files (a README) aside.
+
+    One student's folder holds their answer files, or one notebook beside folders that hold no
+    notebook or answer file (src/, data/).
+    """
+    kids = [e for e in os.scandir(folder) if e.name not in IGNORED_NAMES and not e.name.startswith(".")]
+    files = [e for e in kids if not e.is_dir(follow_symlinks=False)]
+    if any(e.name in known for e in files):
+        return False
+    dirs = [e for e in kids if e.is_dir(follow_symlinks=False)]
+    notebooks = [e for e in files if e.name.endswith(".ipynb")]
+    if len(notebooks) >= 2 or (dirs and not notebooks):
+        return True
+    return bool(dirs) and any(_holds_submission(Path(d.path), known) for d in dirs)
+
+
+def _holds_submission(folder: Path, known) -> bool:
+    try:
+        return any((e.name.endswith(".ipynb") or e.name in known) and e.is_file(follow_symlinks=False)
+                   for e in os.scandir(folder))
+    except OSError:
+        return False
 
 
 # gathering, one function a layout ------------------------------------------------------------
@@ -430,6 +489,8 @@ def _gather_moodle(root: Path, known) -> tuple[dict, list[Refused]]:
 
 
 def _gather_folders(root: Path, known) -> tuple[dict, list[Refused]]:
+    """Students named exactly as their folder or notebook, as `grade` names them in a plain folder:
+    names that only normalise alike (`Ann Lee`, `ann-lee`) stay different students."""
     students: dict[str, _Student] = {}
     refused: list[Refused] = []
     for e in sorted(_scan(root, refused), key=lambda e: (not e.is_dir(follow_symlinks=False), e.name)):
@@ -437,18 +498,25 @@ def _gather_folders(root: Path, known) -> tuple[dict, list[Refused]]:
         if not is_dir and not e.name.endswith(".ipynb"):
             refused.append(Refused(e.name, "a loose file: expected a folder or a <student>.ipynb per student"))
             continue
-        name = e.name if is_dir else e.name[: -len(".ipynb")]
-        sid = _safe_id(name)
-        if sid in students:
-            refused.append(Refused(e.name, f"student {sid!r} already has a submission here; keep one"))
+        if is_dir and is_output_folder(e.path):
+            refused.append(Refused(e.name, OUTPUT_REASON))
             continue
-        s = students[sid] = _Student(sid, name, None)
+        name = e.name if is_dir else e.name[: -len(".ipynb")]
+        if name in students:
+            refused.append(Refused(e.name, both_reason(name)))
+            continue
+        s = students[name] = _Student(name, name, None)
         if is_dir:
             for rel, src in _walk(Path(e.path), e.name, refused):
                 _add_file(s, (rel, 0), src, f"{e.name}/{rel}", refused)
         else:
             _add_file(s, (e.name, 0), Path(e.path), e.name, refused)
     return students, refused
+
+
+def both_reason(name: str) -> str:
+    """Why a <student>.ipynb beside a <student>/ folder is refused (a plain folder and a zip say the same)."""
+    return f"student {display(name)!r} has both a folder and a notebook; the folder is graded, keep one"
 
 
 def _scan(root: Path, refused: list[Refused]):
@@ -533,7 +601,11 @@ def _write_students(students: dict, staging: Path, final: Path, limits: UnpackLi
             refused.append(Refused(s.display_name, "no files in this submission"))
             continue
         folder = staging / sid
-        folder.mkdir()
+        try:
+            folder.mkdir()
+        except OSError as e:
+            refused.append(Refused(s.display_name, f"cannot create its folder: {e.strerror or e}"))
+            continue
         for rel, (src, _n, label) in sorted(s.files.items()):
             count += 1
             if count > limits.max_entries:

@@ -15,6 +15,7 @@ from grader.common.atomic import write_json_atomic, write_text_atomic
 from grader.assessment.rescore import public
 from grader.assessment.score import VERDICT_WORDS
 from grader.common.csvcell import LINE_END, cell
+from grader.common.errors import UserError
 from grader.common.names import display, result_stem, terminal
 from grader.common.templating import inert
 from grader.common.text import one_line
@@ -102,10 +103,18 @@ def evidence_counts(results: list[dict]) -> dict:
             "untried": sum(1 for q in questions if q.get("evidence_rule") == "untried")}
 
 
+def _written(path: Path, write, content) -> None:
+    """write(path, content), an I/O failure (read-only OUT, full disk) as one line naming the file."""
+    try:
+        write(path, content)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
 def write_outputs(out: Path, header: dict, results: list[dict], spec) -> None:
     """grades.csv and results.json from the current results (cheap: called after every student)."""
-    write_text_atomic(out / "grades.csv", gradebook_csv(results, spec))
-    write_json_atomic(out / "results.json", results_document(header, results))
+    _written(out / "grades.csv", write_text_atomic, gradebook_csv(results, spec))
+    _written(out / "results.json", write_json_atomic, results_document(header, results))
 
 
 def write_feedback(out: Path, result: dict, spec, hidden: bool, reference=None) -> Path:
@@ -130,8 +139,8 @@ def write_class_report(out: Path, results: list[dict], spec, reference) -> None:
     from grader.reports.summary import class_summary, render_summary_html
 
     summary = class_summary(results, spec, reference)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.html", render_summary_html(summary, title=f"Lab {spec.assignment_id}: {spec.title}"))
+    _written(out / "summary.json", write_json_atomic, summary)
+    _written(out / "summary.html", write_text_atomic, render_summary_html(summary, title=f"Lab {spec.assignment_id}: {spec.title}"))
 
 
 def _evidence_lines(section: dict | None) -> list[str]:
