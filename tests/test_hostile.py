@@ -214,6 +214,24 @@ def test_names_and_text_are_escaped_in_csv_markdown_and_the_terminal(tmp_path, c
     assert "=HYPERLINK(x)\\n# Injected" in table
 
 
+def test_the_markdown_feedback_shows_urls_controls_and_bidi_as_text(tmp_path):
+    import mistune
+
+    subs = answer_class(tmp_path)
+    name = "eve\u202ereversed"
+    good_answers(subs / name)
+    answer = {**RIGHT["7b_ex1.json"], "d": "see https://evil.example/x and www.evil.example, mail a@evil.example \x1bc\x07 \u202edone"}
+    (subs / name / "7b_ex1.json").write_text(json.dumps(answer), encoding="utf-8")
+    code, _ = grade_json(str(subs), "--out", str(tmp_path / "out"), "--reference",
+                         str(write_artifact(tmp_path / "ref.json")), "--no-execute")
+    assert code == 0
+    md = (tmp_path / "out" / "feedback" / f"{file_stem(name)}.md").read_text()
+    assert not [c for c in md if (ord(c) < 0x20 and c != "\n") or c == "\u202e"], "no control or bidi character left"
+    assert "[U+202E\\]reversed" in md.splitlines()[0] and "␛c␇" in md
+    html = mistune.create_markdown(plugins=["url"])(md)
+    assert "<a " not in html and "https://evil.example/x" in html and "a@evil.example" in html
+
+
 def _number(text: str) -> bool:
     try:
         float(text)

@@ -23,6 +23,9 @@ from grader.reports.ownruns import evidence_section
 
 RESULTS_FORMAT = "labgrader-results/1"
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|~#"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+# what GitHub-flavoured Markdown (and markdown-it's linkify) turns into a link by itself: `scheme://`,
+# `www.` and an e-mail's `@`; a backslash before the ':', '.' or '@' keeps the text and drops the link
+_AUTOLINK = re.compile(r"(?<=[A-Za-z])(?=://)|(?i:(?<=\bwww))(?=\.)|(?=@)")
 
 
 def gradebook_columns(spec) -> list[str]:
@@ -203,7 +206,8 @@ def _md_line_start(text: str) -> str:
 
 
 def _md(text) -> str:
-    """Student text shown as text on one line: no HTML, links, images, emphasis or new Markdown lines."""
-    return " ".join(display(text).split()).translate(_MD_SPECIAL)
+    """Student text shown as text on one line: no HTML, links (autolinks included), images, emphasis or new
+    Markdown lines, and no control or bidi characters (a `cat` of the file must not drive the terminal)."""
+    return _AUTOLINK.sub("\\\\", " ".join(inert(display(text)).split()).translate(_MD_SPECIAL))
 
 
