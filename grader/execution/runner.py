@@ -90,6 +90,8 @@ def notebook_shape_problem(data) -> str | None:
     kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false"}
     if not isinstance(data, dict):
         return f"it holds {kinds.get(type(data), 'null')}, not a notebook object"
+    if "worksheets" in data:
+        return None  # nbformat 3 and older keep cells in worksheets; nbformat.reads judges and upgrades them
     cells = data.get("cells")
     if not isinstance(cells, list):
         return "it has no list of cells" if cells is None else f"its cells are {kinds.get(type(cells), 'null')}, not a list"
