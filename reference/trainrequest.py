@@ -26,6 +26,10 @@ RNG_BYTES = 5056
 PARAMS = ("w1", "b1", "w2", "b2")
 FIELDS = {"op", "version", "data", "lr", "momentum", "batch_size", "epochs"}
 MAX_PAYLOAD = 4 * (MAX_HIDDEN * 785 + MAX_HIDDEN * 11 + 16) + RNG_BYTES
+INIT_ROW_MIN = 16  # a unit's incoming weights, long enough to tell random from copied
+# two random rows of d values have |cos| about 1/sqrt(d) (0.036 for 784); 7 of those is past any pair of
+# 512 units (p < 1e-6) and far below a copied or sorted row's 0.9 and more
+INIT_COSINE_SIGMAS = 7.0
 
 
 class RequestError(Exception):
@@ -101,6 +105,32 @@ def build(*, data: str, lr: float, momentum: float, batch_size: int, epochs: int
     tensors = {name: _array(p).astype(np.float32, copy=False) for name, p in zip(PARAMS, params)}
     tensors["rng"] = rng
     return header, tensors
+
+
+def default_init(params) -> bool:
+    """Whether (w1, b1, w2, b2) could be PyTorch's default nn.Linear initialisation, as the lab's build_mlp
+    makes it: every value within 1/sqrt(fan_in), spread evenly over that range, and no two units' incoming
+    weights alike. A run from other weights (1e18 everywhere, one unit copied 512 times) is still trained,
+    but its history is not evidence of what the lab's model does (grader/assessment/evidence.py)."""
+    layers = [(np.asarray(params[i], dtype=np.float64), np.asarray(params[i + 1], dtype=np.float64)) for i in (0, 2)]
+    for w, b in layers:
+        bound = (1 + 1e-6) / math.sqrt(w.shape[1])
+        if np.abs(w).max(initial=0.0) > bound or np.abs(b).max(initial=0.0) > bound or not _even(w.ravel(), bound):
+            return False
+        if w.shape[0] >= 2 and w.shape[1] >= INIT_ROW_MIN:
+            unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-30)
+            cos = unit @ unit.T
+            np.fill_diagonal(cos, 0.0)
+            if np.abs(cos).max() > INIT_COSINE_SIGMAS / math.sqrt(w.shape[1]):
+                return False
+    return True
+
+
+def _even(x, bound: float) -> bool:
+    """Counts in ten equal bins of [-bound, bound] within six standard deviations of a uniform draw's."""
+    n = x.size
+    counts = np.histogram(x, bins=10, range=(-bound, bound))[0]
+    return bool((np.abs(counts - n / 10) <= 6 * math.sqrt(n * 0.09) + 1).all())
 
 
 def parse(header: dict, tensors: dict, *, input_dim: int, classes: int) -> TrainRequest:

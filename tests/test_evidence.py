@@ -99,6 +99,18 @@ def test_only_full_epoch_sgd_runs_of_the_counted_source_on_the_sweep_count(spec)
     assert counted_runs(spec, runs, None) is None and counted_runs(spec, None, "service") is None
 
 
+def test_runs_from_crafted_weights_are_shown_but_never_evidence(spec):
+    """Sabotaged starting weights make every other grid value diverge, so a wrong answer would look best."""
+    q = spec.question("ex1.a")
+    crafted = [{**service_run(lr, served="diverged"), "init": "custom"} for lr in LRS if lr != 0.001]
+    runs, summary = runs_record(crafted + [{**service_run(0.001, acc=0.5), "init": "default"}], None)
+    counted = counted_runs(spec, runs, "service")
+    ev = optimum_evidence(q, spec, counted, "service", LRS.index(0.001))
+    assert ev["tried"] == [0.001] and not ev["complete"]
+    assert "8 run(s) started from weights that are not PyTorch's default initialisation" in summary["note"]
+    assert len(runs) == 9 and all(r["init"] == "custom" for r in runs[:8])
+
+
 def test_optimum_evidence_own_best_agreement_coverage(spec):
     q = spec.question("ex1.a")
     accs = dict(zip(LRS, [0.5, 0.6, 0.7, 0.8, 0.85, 0.84, 0.7, 0.3, 0.1]))

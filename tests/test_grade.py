@@ -470,3 +470,17 @@ def test_json_lists_what_was_refused_for_a_script_that_never_reads_stderr(answer
     doc = json.loads(capsys.readouterr().out)
     assert doc["refused"] == [{"entry": "linked", "reason": "symbolic link (not followed)"}]
     assert sorted(s["student"] for s in doc["students"]) == ["ann", "ben", "cat"]
+
+
+def test_a_sandbox_slot_held_by_another_run_on_this_host_is_not_used(setup):
+    import os
+
+    from grader.execution.slots import claim_slots
+
+    (held, fd), = claim_slots(1)
+    try:
+        assert main(setup["argv"] + ["-j", "2"]) == 0
+    finally:
+        os.close(fd)
+    used = {c["slot"] for c in setup["calls"]}
+    assert used and held not in used and len(used) <= 2

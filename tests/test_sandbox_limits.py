@@ -164,10 +164,69 @@ def test_no_nested_user_namespace_inside_and_threads_still_start(tmp_path):
     assert probe["thread"] == "ran" and probe["subprocess"] == "hi"
 
 
+OTHER_PROCESSES = '''import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+probe = {"ptrace_runner": [libc.ptrace(16, 2, 0, 0), ctypes.get_errno()]}
+probe["add_key"] = [libc.syscall(248, b"user", b"lab7b-share", b"answers", 7, ctypes.c_int(-4)), ctypes.get_errno()]
+try:
+    open("/proc/2/mem", "rb").read(1)
+    probe["runner_mem"] = "read"
+except OSError as e:
+    probe["runner_mem"] = e.errno
+json.dump(probe, open("probe.json", "w"))'''
+
+
+def test_the_notebook_cannot_trace_the_runner_nor_leave_a_key_for_the_next_student(tmp_path):
+    result, workdir = run(tmp_path, notebook(OTHER_PROCESSES))
+    assert result.status == "ok", result.reason
+    probe = json.loads((workdir / "probe.json").read_text())
+    assert probe["ptrace_runner"] == [-1, 1] and probe["add_key"] == [-1, 1]  # EPERM
+    assert probe["runner_mem"] in (1, 13)  # EPERM or EACCES: the runner is not dumpable
+
+
+FORGER = '''import json, os, signal, time
+state = "/home/student/.labgrader/"
+if os.fork() == 0:
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    while True:
+        try:
+            status = json.load(open(state + "status.json"))
+        except (OSError, ValueError):
+            continue
+        if status.get("phase") == "done":
+            break
+    os.kill(2, signal.SIGSTOP)
+    status.update(status="ok", reason="forged", cell=None)
+    open(state + "status.json", "w").write(json.dumps(status))
+    os.kill(2, signal.SIGCONT)
+    os._exit(0)
+time.sleep(0.5)'''
+
+KILLER = '''import json, os, signal
+json.dump({"phase": "done", "status": "ok", "reason": "forged", "cell": None},
+          open("/home/student/.labgrader/status.json", "w"))
+os.kill(2, signal.SIGKILL)'''
+
+
+def test_a_daemon_left_behind_cannot_rewrite_the_verdict(tmp_path):
+    result, _ = run(tmp_path, notebook(FORGER, "raise RuntimeError('the real ending')"))
+    assert (result.status, result.cell) == ("error", 2) and "the real ending" in result.reason
+
+
+def test_a_status_written_by_the_notebook_before_it_kills_the_runner_is_not_trusted(tmp_path):
+    result, _ = run(tmp_path, notebook(KILLER))
+    assert result.status == "died" and result.reason != "forged", result.reason
+
+
 @pytest.mark.parametrize("code, limit", [
     ("for i in range(40):\n    open(f'big{i}', 'wb').write(b'x' * 2**20)\nimport time; time.sleep(10)", "--disk"),
     ("import os\nos.mkdir('many')\nfor i in range(3000):\n    open(f'many/{i}', 'w').close()\nimport time; time.sleep(10)",
      "--disk-files"),
+    ("import os\nheld = []\nfor i in range(40):\n    fd = os.open(f'gone{i}', os.O_CREAT | os.O_WRONLY)\n"
+     "    os.unlink(f'gone{i}')\n    os.write(fd, b'x' * 2**20)\n    held.append(fd)\nimport time; time.sleep(10)", "--disk"),
 ])
 def test_a_notebook_past_the_disk_cap_ends_in_error_and_leaves_no_work_dir(tmp_path, code, limit):
     class_dir = tmp_path / "class"

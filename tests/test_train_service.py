@@ -136,6 +136,19 @@ def test_a_lab_request_parses_with_its_group_and_a_stable_key():
     assert req.key("t") != req.key("other-trainer")
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_lab_models_own_initialisation_is_default_and_crafted_weights_are_not(seed):
+    torch.manual_seed(seed)
+    params = [p.detach().numpy().copy() for p in kit.build_mlp(784, 10).parameters()]
+    assert trainrequest.default_init(params)
+    huge, copied, scaled, zeros = ([p.copy() for p in params] for _ in range(4))
+    huge[0][:] = 1e18
+    copied[0][:] = copied[0][seed]
+    scaled[0] *= 0.5
+    zeros[2][:] = 0.0
+    assert not any(trainrequest.default_init(p) for p in (huge, copied, scaled, zeros))
+
+
 def test_parsing_runs_none_of_torchs_kernels_so_the_services_reader_thread_leaves_openmp_alone(monkeypatch):
     """The service's process parses requests in its reader thread; one parallel torch op there throttles
     OpenMP's waits for the main thread's training (benchmarks/RESULTS.md), so the checks use numpy."""
@@ -490,6 +503,22 @@ def _closed(c: socket.socket) -> bool:
         return c.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+def test_the_runs_record_says_whether_a_run_started_from_the_default_initialisation(service, synthetic_data, monkeypatch):
+    record: list = []
+    with service.session("init", QUOTA, record=record) as path:
+        monkeypatch.setenv(kit_remote.SOCKET_ENV, str(path))
+        data = kit.get_data(synthetic_data)
+        lab_call(data, epochs=1)
+        torch.manual_seed(0)
+        sabotaged = kit.build_mlp(784, 10)
+        with torch.no_grad():
+            for p in sabotaged.parameters():
+                p.fill_(1e18)
+        lab_call(data, lr=0.03, epochs=1, model=sabotaged)
+    monkeypatch.delenv(kit_remote.SOCKET_ENV)
+    assert [(r["config"]["lr"], r["init"]) for r in record] == [(0.1, "default"), (0.03, "custom")]
 
 
 def test_a_diverging_run_is_trained_in_the_notebook(service, synthetic_data, monkeypatch, capfd):

@@ -26,9 +26,12 @@ def counted_runs(spec, runs: list[dict] | None, source: str | None) -> dict[Conf
 
 
 def sweep_configs(spec, runs: list[dict]) -> dict[Config, dict]:
-    """Config of any sweep -> the first run of it with the spec's epochs and hidden size and plain SGD."""
+    """Config of any sweep -> the first run of it with the spec's epochs and hidden size, plain SGD and the
+    default initialisation (a run from crafted weights could make any grid value look best)."""
     out: dict[Config, dict] = {}
     for r in runs:
+        if r.get("init") == "custom":
+            continue
         c = r.get("config") if isinstance(r.get("config"), dict) else {}
         lr, batch, momentum = c.get("lr"), c.get("batch_size"), c.get("momentum")
         if (r.get("epochs") != spec.epochs or c.get("hidden") != spec.hidden_dim or c.get("optimizer") != "SGD"

@@ -112,6 +112,10 @@ def runs_record(service: list[dict] | None, reported_text: str | None) -> tuple[
         if n_reported:
             notes.append(f"{n_reported} run(s) reported by the notebook itself are shown but are not evidence: "
                          "only runs the training service made count")
+        custom = sum(1 for r in runs if r.get("init") == "custom")
+        if custom:
+            notes.append(f"{custom} run(s) started from weights that are not PyTorch's default initialisation (as "
+                         "build_mlp makes them) are shown but are not evidence")
     summary = {"service": sum(1 for r in runs if r["source"] == SERVICE), "notebook_reported": n_reported,
                "calls": sum(r["calls"] for r in runs), "evidence": evidence, "note": "; ".join(notes) or None}
     return runs, summary
@@ -138,7 +142,7 @@ def _call(run: dict) -> tuple:
 def _key(run: dict) -> tuple:
     c = run["config"]
     return (run["source"] if run["source"] == REPORTED else SERVICE, *(c.get(k) for k in CONFIG_KEYS),
-            run["epochs"], run["served"] in ("diverged", "failed"))
+            run["epochs"], run["served"] in ("diverged", "failed"), run.get("init"))
 
 
 def merge(runs: list[dict]) -> list[dict]:

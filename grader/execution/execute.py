@@ -172,7 +172,7 @@ def execute_notebook(notebook, workdir, *, limits: Limits, data_dir, preamble, s
     _remove(state)
     state.mkdir()
     job = {"notebook": notebook.name, "preamble": list(preamble or []), "seed": int(seed), "executed": EXECUTED,
-           "limits": limits.as_dict()}
+           "limits": limits.as_dict(), "sandboxed": bool(sandbox)}
     write_json_atomic(state / "job.json", job)
     fontcache.seed(font_cache, state / sb.MPL_DIR)
     if data_dir is None:
@@ -437,7 +437,7 @@ def _interpret(status: dict | None, workdir: Path, limits: Limits, returncode, k
     if killed:
         return ExecResult("timeout", f"the notebook ran longer than {limits.timeout:g} s (stopped in {where})",
                           cell, _executed(status, workdir), duration)
-    if status and status.get("phase") == "done" and status.get("status") in STATUSES:
+    if status and status.get("phase") == "done" and status.get("status") in STATUSES and returncode == 0:
         reason = one_line(status.get("reason") or status["status"])
         return ExecResult(status["status"], reason, cell, _executed(status, workdir), duration)
     problem = _bwrap_problem(log)

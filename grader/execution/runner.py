@@ -30,6 +30,7 @@ KERNEL_NAME = "labgrader-python"
 NOTEBOOK_OUTPUT_FACTOR = 16
 REASON_WIDTH = 300
 MEMORY_NEAR = 0.9
+PR_SET_DUMPABLE = 4
 MEMORY_WORDS = ("MemoryError", "can't allocate memory", "Unable to allocate", "out of memory", "bad_alloc",
                 "Cannot allocate memory")
 
@@ -551,11 +552,37 @@ def describe_exit(code) -> str:
     return f"exit code {code}"
 
 
+def untraceable() -> None:
+    """The kernel runs as the runner's uid: without this, its code could ptrace the runner or read and
+    write /proc/RUNNER/mem (the seccomp filter refuses ptrace too, where there is one)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def end_leftovers(job: dict) -> None:
+    """Kill every process the notebook left in the sandbox (a setsid daemon outlives its kernel) before the
+    runner writes its verdict, so nothing of the student's can rewrite status.json or the executed notebook.
+
+    kill(-1) reaches every process the caller may signal but itself and pid 1, so it runs only as pid 2 of a
+    sandbox's own pid namespace (bwrap is pid 1 there; on a host, pid 2 is the kernel's kthreadd)."""
+    if not job.get("sandboxed") or os.getpid() != 2 or os.getppid() != 1:
+        return
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m grader.execution.runner JOB.json", file=sys.stderr)
         return 2
+    untraceable()
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text(encoding="utf-8"))
     run = Run(job, job_path.parent)
@@ -563,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         status = run.execute()
     except BaseException as e:
         status = run.result("died", f"the grader's runner failed in {run.where()} ({type(e).__name__}: {one_line(e, 120)})")
+    end_leftovers(job)
     status["executed"] = run.write_executed()
     status["timing"] = run.timing()
     run.write_status(status)

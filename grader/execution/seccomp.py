@@ -6,7 +6,9 @@ which the uid drop avoids, so the filter refuses them instead: unshare() and clo
 CLONE_NEWUSER fail with EPERM, and clone3() fails with ENOSYS (its flags sit in a struct a
 filter cannot read), so libc falls back to clone(), as container runtimes do. SysV shared
 memory (shmget) is refused too: an unattached segment belongs to no process, so no limit
-could count it. Everything else is allowed; a foreign architecture's syscalls kill the process.
+could count it; so are ptrace and process_vm_* (the runner shares the kernel's uid) and the
+keyring calls (a uid's keyring outlives the sandbox). Everything else is allowed; a foreign
+architecture's syscalls kill the process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import os
 import platform
 
 CLONE_NEWUSER = 0x10000000
+# another process's memory (the runner's: same uid), and the kernel keyrings, which outlive a sandbox
+# and are shared by every sandbox of one uid: a channel from one student's notebook to the next
+DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "add_key", "request_key", "keyctl")
 # clone()'s flags are its first argument everywhere but s390, where the filter would need another index.
 FLAGS_FIRST = ("x86_64", "aarch64", "arm64", "ppc64le", "riscv64")
 
@@ -40,6 +45,8 @@ def filter_program() -> bytes:
     f.add_rule(sc.ERRNO(errno.EPERM), "clone", newuser)
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     f.add_rule(sc.ERRNO(errno.EPERM), "shmget")
+    for name in DENIED:
+        f.add_rule(sc.ERRNO(errno.EPERM), name)
     fd = os.memfd_create("labgrader-seccomp-export", 0)
     with os.fdopen(fd, "w+b") as tmp:
         f.export_bpf(tmp)

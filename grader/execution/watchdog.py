@@ -107,7 +107,7 @@ class Watchdog:
             slow = now >= next_disk
             verdict = self._check_processes(tree, slow)
             if verdict is None and slow:
-                verdict = self._check_disk()
+                verdict = self._check_disk(list(tree))
                 next_disk = now + DISK_EVERY_S
             if verdict is not None:
                 self.verdict = verdict
@@ -144,8 +144,10 @@ class Watchdog:
                                     f"({tasks}; --processes)")
         return None
 
-    def _check_disk(self) -> Verdict | None:
+    def _check_disk(self, pids: list[int]) -> Verdict | None:
         used, files = disk_usage(self.workdir, stop_bytes=self.disk_bytes, stop_files=self.disk_files)
+        if used <= self.disk_bytes:
+            used += _deleted_bytes(pids, self.workdir)
         self.peak.disk_bytes = max(self.peak.disk_bytes, used)
         self.peak.disk_files = max(self.peak.disk_files, files)
         if used > self.disk_bytes or files > self.disk_files:
@@ -300,6 +302,22 @@ def _tmpfs_bytes(points: list[str]) -> int:
 
 def _memfd_bytes(pids: list[int]) -> int:
     """Memory in memfd files the processes hold open (not mapped, they are in no RSS), each counted once."""
+    return _open_file_bytes(pids, lambda target: target.startswith("/memfd:"), lambda st: True)
+
+
+def _deleted_bytes(pids: list[int], workdir) -> int:
+    """Disk held by files the processes deleted but keep open on the work dir's filesystem: in no folder,
+    so the walk of the work dir never sees them."""
+    try:
+        dev = os.stat(workdir).st_dev
+    except OSError:
+        return 0
+    return _open_file_bytes(pids, lambda target: target.endswith(" (deleted)"),
+                            lambda st: st.st_nlink == 0 and st.st_dev == dev and stat.S_ISREG(st.st_mode))
+
+
+def _open_file_bytes(pids: list[int], by_name, by_stat) -> int:
+    """Blocks of the files the processes hold open that by_name(link target) and by_stat(stat) pick, each once."""
     seen, total = set(), 0
     for pid in pids:
         try:
@@ -309,12 +327,12 @@ def _memfd_bytes(pids: list[int]) -> int:
         for fd in fds:
             path = f"/proc/{pid}/fd/{fd}"
             try:
-                if not os.readlink(path).startswith("/memfd:"):
+                if not by_name(os.readlink(path)):
                     continue
                 st = os.stat(path)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) not in seen:
+            if by_stat(st) and (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
     return total

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import fcntl
 import io
 import os
 import queue
@@ -34,6 +33,7 @@ from grader.common.names import file_stem, terminal
 from grader.common.text import one_line
 from grader.common.walk import walk
 from grader.execution.limits import notebook_threads
+from grader.execution.slots import claim_slots
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -43,7 +43,6 @@ except ImportError:  # run_dask says how to install it
 CONNECT_TIMEOUT_S = 10.0
 RETRIES = 2
 LOCAL_ONLY = ("out", "stop", "service")
-MAX_SLOTS = 1000
 CLOSE_WAIT_S = 60.0
 INSTALL = "pip install 'labgrader[dask]'"
 
@@ -448,27 +447,3 @@ class GraderPlugin(WorkerPlugin):
             return self.service
 
 
-def claim_slots(n: int) -> list[tuple[int, int]]:
-    """n sandbox slots no other process on this host holds: (slot, fd of its held lock)."""
-    folder = Path(tempfile.gettempdir()) / f"labgrader-slots-{os.geteuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        raise OSError(f"{folder} is not a folder of this user")
-    claims: list[tuple[int, int]] = []
-    try:
-        for slot in range(MAX_SLOTS):
-            fd = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            claims.append((slot, fd))
-            if len(claims) == n:
-                return claims
-        raise OSError(f"all {MAX_SLOTS} slots in {folder} are taken")
-    except BaseException:
-        for _, fd in claims:
-            os.close(fd)
-        raise

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from grader.common.errors import UserError
 from grader.common.names import terminal
+from grader.execution.slots import claim_slots
 from grader.grading.pipeline import Context, grade_or_fail
 from grader.grading.submissions import Submission
 
@@ -19,9 +22,13 @@ def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish
     """
     from tqdm import tqdm
 
+    try:
+        claims = claim_slots(jobs)
+    except OSError as e:
+        raise UserError(f"no sandbox slot could be claimed ({e.strerror or e})")
     slots: queue.Queue[int] = queue.Queue()
-    for i in range(jobs):
-        slots.put(i)
+    for slot, _fd in claims:
+        slots.put(slot)
 
     def work(sub: Submission, content: str) -> tuple[dict, bool]:
         slot = slots.get()
@@ -46,4 +53,6 @@ def run_pool(todo: list[tuple[Submission, str]], ctx: Context, jobs: int, finish
         raise
     finally:
         bar.close()
-    pool.shutdown(wait=True)
+        pool.shutdown(wait=True)
+        for _slot, fd in claims:
+            os.close(fd)

@@ -299,7 +299,7 @@ class _Session:
     def _note_run(self, req, answer, how: str) -> None:
         """One entry of the runs record: a run the service trained (or took from the memo, or joined), saw
         diverge, or could not train (it failed); the notebook then trains it and reports it itself."""
-        from reference.trainrequest import TrainAnswer
+        from reference.trainrequest import TrainAnswer, default_init
 
         if self.record is None:
             return
@@ -313,9 +313,10 @@ class _Session:
             return
         config = {"lr": req.lr, "batch_size": req.batch_size, "momentum": req.momentum, "hidden": req.hidden,
                   "optimizer": "SGD"}
+        init = "default" if default_init(req.params) else "custom"
         with self.lock:
             self.record.append({"config": config, "epochs": req.epochs, "source": "service", "served": served,
-                                "history": history})
+                                "history": history, "init": init})
 
     def _admit(self, req) -> None:
         from reference.trainrequest import RequestError
