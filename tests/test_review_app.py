@@ -244,3 +244,162 @@ def test_an_untried_optimum_has_its_queue_and_takes_a_decision(tmp_path):
     r = _decide(client, guard, "ex1.a", "ann", version, points="0.5", comment="")
     assert r.status_code == 303
     assert "ann,ex1.a,0.5" in (out / "overrides.csv").read_text()
+
+
+def _asgi(app, method: str, raw_path: bytes, *, headers=(), chunks=()):
+    """Call the app as uvicorn does: an exact raw path (httpx would rewrite `//host/`), a body in chunks.
+    Returns the status, the headers, the body and how many chunks the app read."""
+    import asyncio
+    from urllib.parse import unquote
+
+    chunks, read, sent = iter(chunks), [0], []
+
+    async def receive():
+        chunk = next(chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        read[0] += 1
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    path, _, query = raw_path.partition(b"?")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": unquote(path.decode("ascii")), "raw_path": path, "query_string": query, "root_path": "",
+             "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body, read[0]
+
+
+def _many():
+    """A body of 400 chunks of 64 KiB (25 MiB), made as it is read."""
+    import itertools
+
+    return itertools.repeat(b"x" * 65536, 400)
+
+
+def _api_headers(guard, **more):
+    return [(b"cookie", f"{guard.cookie}={guard.token}".encode()), (b"x-csrf-token", guard.csrf.encode()),
+            (b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in more.items())]
+
+
+def test_the_token_redirect_keeps_the_raw_path_and_never_leaves_the_site(served):
+    """A name with %, # or ? links as /s/%25..%23..%3F..; the redirect that trades the token must keep those
+    escapes, and `//host/` must not become a protocol-relative Location."""
+    out, state, guard, client = served
+    app, t = client.app, guard.token.encode()
+    status, headers, _, _ = _asgi(app, "GET", b"/s/%252e%252e%252F..%23%3Fx?token=" + t + b"&k=%26v")
+    assert status == 303 and headers["location"] == "/s/%252e%252e%252F..%23%3Fx?k=%26v"
+    for raw, where in [(b"//evil.example/", "/evil.example/"), (b"/\\evil.example/", "/%5Cevil.example/"),
+                       (b"///evil.example", "/evil.example")]:
+        status, headers, _, _ = _asgi(app, "GET", raw + b"?token=" + t)
+        assert status == 303 and headers["location"] == where, raw
+
+
+def test_json_bodies_are_refused_by_length_and_never_read_past_the_limit(served):
+    out, state, guard, client = served
+    app, h = client.app, _api_headers(guard)
+    huge = [(b"content-length", str(200 << 20).encode())]
+    status, _, body, read = _asgi(app, "POST", b"/api/q/ex1.d/decide", headers=h + huge, chunks=_many())
+    assert status == 413 and read == 0 and b"too large" in body
+    # chunked, or a Content-Length that lies: reading stops once the body passes the limit
+    for extra in ([], [(b"content-length", b"10")]):
+        status, _, body, read = _asgi(app, "POST", b"/api/q/ex1.d/decide", headers=h + extra,
+                                      chunks=_many())
+        assert status == 413 and read == 17, (extra, read)
+        status, _, body, read = _asgi(app, "POST", b"/q/ex1.d/decide", headers=h[:1] + extra + [
+            (b"content-type", b"application/x-www-form-urlencoded")], chunks=_many())
+        assert status == 413 and read == 17, (extra, read)
+    for bad in (b"-1", b"\xb2"):  # latin-1 superscript two: str.isdigit() says yes, int() says no
+        status, _, body, _ = _asgi(app, "POST", b"/api/q/ex1.d/decide", headers=h + [(b"content-length", bad)])
+        assert status == 400 and b"Content-Length" in body, bad
+    assert not (out / "review" / "decisions.jsonl").exists()
+
+
+def test_json_text_with_a_lone_surrogate_becomes_u_fffd_as_in_a_form(served, client):
+    """JSON can spell a lone surrogate (\\ud800), which UTF-8 cannot write: it is replaced, as the form path
+    replaces undecodable bytes, so the log stays UTF-8 and nothing answers 500."""
+    out, state, guard, _ = served
+    g = client.get("/api/q/ex1.d").json()["groups"][0]
+    h = {"x-csrf-token": guard.csrf, "content-type": "application/json"}
+    body = '{"group":"%s","version":"%s","points":1,"comment":"a\\ud800b"}' % (g["group"], g["version"])
+    r = client.post("/api/q/ex1.d/decide", content=body.encode(), headers=h)
+    assert r.status_code == 200 and r.json()["decision"]["comment"] == "a\ufffdb"
+    assert json.loads((out / "review" / "decisions.jsonl").read_bytes().decode("utf-8"))["comment"] == "a\ufffdb"
+    v = client.get("/api/q/ex1.d").json()["groups"][0]["version"]
+    r = client.post("/api/q/ex1.d/decide", content=b'{"group":"\\ud800","version":"%s","points":1}' % v.encode(), headers=h)
+    assert r.status_code == 404 and r.json()["error"] == "no such group"
+    r = client.post("/api/q/ex1.d/split", content=b'{"student":"\\ud800","version":"%s"}' % v.encode(), headers=h)
+    assert r.status_code == 404 and "no such student" in r.json()["error"]
+    assert len((out / "review" / "decisions.jsonl").read_text().splitlines()) == 1
+
+
+def test_api_fields_of_the_wrong_kind_are_400_and_an_unknown_group_404(served, client):
+    out, state, guard, _ = served
+    g = client.get("/api/q/ex1.d").json()["groups"][0]
+    h = {"x-csrf-token": guard.csrf}
+    ok = {"group": g["group"], "version": g["version"], "points": 1}
+    for bad, field in [({"comment": {"x": [1, 2]}}, "comment"), ({"group": 7}, "group"), ({"version": None}, "version")]:
+        r = client.post("/api/q/ex1.d/decide", json={**ok, **bad}, headers=h)
+        assert r.status_code == 400 and r.json()["error"] == f"{field} must be text", bad
+    r = client.post("/api/q/ex1.d/split", json={"student": ["dan"], "version": g["version"]}, headers=h)
+    assert r.status_code == 400 and r.json()["error"] == "student must be text"
+    r = client.post("/api/q/ex1.d/decide", json={**ok, "group": "nobody"}, headers=h)
+    assert r.status_code == 404 and r.json()["error"] == "no such group"
+    r = _decide(client, guard, "ex1.d", "nobody", g["version"], points="1")
+    assert r.status_code == 404 and "no such group" in r.text
+    assert not (out / "review" / "decisions.jsonl").exists()
+
+
+def test_a_broken_multipart_body_is_400_and_prints_nothing(served, client, monkeypatch):
+    """python-multipart logs its parse errors; with no handler anywhere Python's last-resort handler would put
+    them on the server's stderr (pytest's own root handler hides that, so it is taken away here)."""
+    import io
+    import logging
+
+    out, state, guard, _ = served
+    stray = io.StringIO()
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging, "lastResort", logging.StreamHandler(stray))
+    for body in (b"garbage", b"--xyz\r\nnonsense\r\n\r\n"):
+        r = client.post("/q/ex1.d/decide", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"})
+        assert r.status_code == 400, body
+    assert stray.getvalue() == ""
+
+
+def test_a_second_server_on_the_same_out_refuses_to_start(tmp_path, capsys, monkeypatch):
+    """Two servers would both append with the same sequence numbers and overwrite each other's groups."""
+    from grader.review import command
+
+    out = small_class(tmp_path / "out", hostile=False)
+    second = []
+
+    def serve(app, sock):
+        monkeypatch.setattr(command, "serve", lambda app, sock: sock.close())
+        second.append(main(["review", str(out), "--no-browser"]))
+        sock.close()
+    monkeypatch.setattr(command, "serve", serve)
+    assert main(["review", str(out), "--no-browser"]) == 0 and second == [2]
+    err = [x for x in capsys.readouterr().err.splitlines() if "students," not in x]
+    assert len(err) == 1 and "another `labgrader review`" in err[0] and str(out) in err[0]
+    assert main(["review", str(out), "--no-browser"]) == 0
+
+
+def test_students_whose_names_show_alike_have_their_own_pages(tmp_path):
+    from grader.review.fabricate import graded_out
+    from review_fixtures import GOOD, answers
+
+    ff, fe = "dup\udcff", "dup\udcfe"  # folders b"dup\xff" and b"dup\xfe", both shown as "dup" + U+FFFD
+    out = graded_out(tmp_path / "out", {ff: answers(GOOD), fe: answers("no idea"), "ok": answers(GOOD)})
+    guard = Guard()
+    guard.hosts.add("testserver")
+    state = load_state(out)
+    client = login(TestClient(make_app(state, guard), follow_redirects=False), guard)
+    keys = [k for k in state.order if k != "ok"]
+    page = client.get("/").text
+    assert len(keys) == 2 and all(f'href="/s/{k}"' in page for k in keys) and page.count("dup\ufffd") >= 2
+    assert {client.get(f"/api/s/{k}").json()["questions"]["ex1.d"]["answer"] for k in keys} == {GOOD, "no idea"}
+    assert 'href="/s/ok"' in page and "4 answers" not in client.get("/q/ex1.d").text

@@ -8,10 +8,10 @@ import pytest
 
 from grader.assessment.overrides import load_overrides
 from grader.common.errors import UserError
-from grader.review.decisions import open_log
+from grader.review.decisions import hold_lock, open_log
 from grader.review.fabricate import graded_out
-from grader.review.state import Invalid, Stale, load_state, publish
-from review_fixtures import answers, ex1d_class, small_class
+from grader.review.state import Invalid, NotFound, Stale, load_state, publish
+from review_fixtures import GOOD as GOOD_D, answers, ex1d_class, small_class
 from reference.spec import DEFAULT_SPEC
 
 
@@ -194,3 +194,62 @@ def test_an_optimum_the_notebook_never_trained_is_reviewed_like_any_flagged_answ
     assert state.result("bob")["questions"]["ex1.a"]["points"] == 1.5
     plain = load_state(small_class(tmp_path / "plain", hostile=False))
     assert [q.id for q in plain.questions] == ["ex1.b", "ex1.d", "ex2.c", "ex2.d"]
+
+
+def test_students_whose_names_show_alike_stay_distinct_and_keep_their_store(tmp_path):
+    """Two folder names that differ only in undecodable bytes both show as `dup\ufffd`: each keeps its own key,
+    its stored answers (not the published results.json) and its decisions across a publish and a restart."""
+    ff, fe = "dup\udcff", "dup\udcfe"  # the folder names b"dup\xff" and b"dup\xfe", as os.listdir gives them
+    out = graded_out(tmp_path / "out", {ff: answers(GOOD_D), fe: answers("i dont know"), "ok": answers(GOOD_D)})
+    state = load_state(out)
+    doc = json.loads((out / "results.json").read_text())
+    assert len(state.order) == 3 == len({s["file"] for s in doc["students"]})
+    keys = {s["file"] for s in doc["students"] if s.get("student_hex")}
+    assert keys <= set(state.order) and "ok" in state.order
+    assert all(state.result(k)["student"] == "dup\ufffd" for k in keys)
+    (alone,) = [g for g in state.groups["ex1.d"] if g[0] in keys and len(g) == 1]
+    state.decide("ex1.d", alone[0], state.version("ex1.d", alone), items=[], points=0, comment="")
+    publish(state)
+    again = load_state(out)
+    assert alone[0] in again.flagged("ex1.d") and again.decision("ex1.d", alone[0]) is not None
+    assert sorted(len(g) for g in again.groups["ex1.d"]) == [1, 2]
+
+
+def test_a_lone_surrogate_in_a_comment_is_stored_as_u_fffd(out):
+    """The form path turns undecodable bytes into U+FFFD; a decision made from Python or JSON does the same,
+    so the log line is always UTF-8."""
+    state = load_state(out)
+    group = state.groups["ex1.d"][0]
+    entry = state.decide("ex1.d", group[0], state.version("ex1.d", group), items=[], points=1, comment="a\ud800b")
+    assert entry["comment"] == "a\ufffdb"
+    assert load_state(out).decision("ex1.d", group[0])["comment"] == "a\ufffdb"
+
+
+def test_an_unknown_group_or_student_is_not_found_rather_than_stale(out):
+    state = load_state(out)
+    with pytest.raises(NotFound, match="no such group"):
+        state.decide("ex1.d", "nobody", "0" * 16, items=[], points=1, comment="")
+    with pytest.raises(NotFound, match="no such student"):
+        state.split("ex1.d", "nobody", "0" * 16)
+    assert state.log.entries == []
+
+
+def test_only_one_process_holds_the_review_lock_and_a_kill_frees_it(tmp_path):
+    """flock belongs to the open file: a second holder is refused at once, and a killed holder leaves no stale lock."""
+    import subprocess
+    import sys
+
+    out = small_class(tmp_path / "out", hostile=False)
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from grader.review.decisions import hold_lock; "
+                              "held = hold_lock(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(out)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as e:
+            hold_lock(out)
+        assert "another `labgrader review`" in str(e.value) and f"pid {child.pid}" in str(e.value)
+        assert "\n" not in str(e.value) and e.value.exit_code == 2
+    finally:
+        child.kill()
+        child.wait()
+    hold_lock(out).close()

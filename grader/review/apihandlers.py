@@ -10,16 +10,15 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from grader.review.handlers import _question, _student, question_stats
-from grader.review.state import Invalid, Stale
+from grader.common.names import display
+from grader.review.handlers import _question, _student, question_stats, read_body
+from grader.review.state import Invalid, NotFound, Stale
 
 MAX_BODY = 1 << 20
 
 
 async def _body(request) -> dict:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise HTTPException(413, "body too large")
+    raw = await read_body(request, MAX_BODY)
     try:
         data = json.loads(raw or b"{}")
     except ValueError:
@@ -30,6 +29,14 @@ async def _body(request) -> dict:
     if not request.app.state.guard.csrf_ok(token):
         raise HTTPException(403, "missing or wrong CSRF token")
     return data
+
+
+def _text(data: dict, field: str) -> str:
+    """A text field of the body (400 when it is anything else), lone surrogates as U+FFFD as the form path has them."""
+    value = data.get(field)
+    if not isinstance(value, str):
+        raise HTTPException(400, f"{field} must be text")
+    return display(value)
 
 
 async def questions(request):
@@ -57,9 +64,13 @@ async def decide(request):
     items = data.get("items") or []
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         return JSONResponse({"error": "items must be a list of rubric item ids"}, status_code=400)
+    group, version = _text(data, "group"), _text(data, "version")
+    comment = "" if data.get("comment") is None else _text(data, "comment")
     try:
-        entry = state.decide(q.id, str(data.get("group", "")), str(data.get("version", "")), items=items,
-                             points=None if points is None else float(points), comment=str(data.get("comment", ""))[:4000])
+        entry = state.decide(q.id, group, version, items=[display(i) for i in items],
+                             points=None if points is None else float(points), comment=comment[:4000])
+    except NotFound as e:
+        raise HTTPException(404, str(e))
     except Stale as e:
         return JSONResponse({"error": "stale: another save changed this group first", "current": e.current}, status_code=409)
     except Invalid as e:
@@ -71,8 +82,11 @@ async def split(request):
     state = request.app.state.review
     q = _question(state, request.path_params["qid"])
     data = await _body(request)
+    student, version = _text(data, "student"), _text(data, "version")
     try:
-        entry = state.split(q.id, str(data.get("student", "")), str(data.get("version", "")))
+        entry = state.split(q.id, student, version)
+    except NotFound as e:
+        raise HTTPException(404, str(e))
     except Stale as e:
         return JSONResponse({"error": "stale: another save changed this group first", "current": e.current}, status_code=409)
     return JSONResponse({"seq": entry["seq"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -13,6 +14,10 @@ from grader.review.render import environment
 from grader.review.security import Guard, GuardMiddleware
 
 STATIC = Path(__file__).with_name("static")
+# python-multipart logs why a broken form does not parse; the 400 already says so, and with no handler of its own
+# Python's last-resort handler would print each of those lines on the server's stderr
+for _name in ("python_multipart", "multipart"):  # its logger's name now, and before 0.0.13
+    logging.getLogger(_name).addHandler(logging.NullHandler())
 
 
 def make_app(state, guard: Guard) -> Starlette:

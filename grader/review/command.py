@@ -6,19 +6,33 @@ import errno
 import ipaddress
 import socket
 import sys
+from pathlib import Path
 
 from grader.common.errors import UserError
 
 
 def review_command(args) -> int:
-    from grader.review.app import make_app
-    from grader.review.security import Guard
-    from grader.review.state import load_state
+    from grader.review.decisions import hold_lock
 
     def say(line: str) -> None:
         print(f"labgrader: {line}", file=sys.stderr, flush=True)
 
     host = args.host or "127.0.0.1"
+    # held before the log is read (--reset and a torn line change it) until the server stops; a folder that is
+    # not graded gets no OUT/review/ made in it: load_state says what is wrong with it
+    lock = hold_lock(args.out) if (Path(args.out) / "results.json").is_file() else None
+    try:
+        return _serve(args, host, say)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _serve(args, host: str, say) -> int:
+    from grader.review.app import make_app
+    from grader.review.security import Guard
+    from grader.review.state import load_state
+
     state = load_state(args.out, spec_path=getattr(args, "spec", None), reference_path=getattr(args, "reference", None),
                        reset=bool(getattr(args, "reset", False)), say=say)
     settle()

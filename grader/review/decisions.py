@@ -56,6 +56,36 @@ class DecisionLog:
         return entry
 
 
+def hold_lock(out: str | Path):
+    """Take OUT/review/server.lock for as long as the returned file stays open; UserError when another process has it.
+
+    Two servers on one OUT/ would both append with the same sequence numbers and decide over each other's
+    groups. An flock belongs to the open file, so the kernel drops it when the process dies: a kill -9 never
+    leaves a stale lock. The file keeps the holder's pid, for the message.
+    """
+    import fcntl
+
+    path = Path(out) / "review" / "server.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+", encoding="ascii")
+    except OSError as e:
+        raise UserError(f"{path}: cannot open the review lock: {e.strerror or e}")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read(20).strip()
+        f.close()
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise UserError(f"{out}: another `labgrader review`{who} is serving this folder; stop it first "
+                        "(two would write the same decision log)")
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 def open_log(path: str | Path, *, reset: bool = False) -> DecisionLog:
     """Read the log (creating nothing); reset=True moves an existing one aside and starts empty."""
     path = Path(path)

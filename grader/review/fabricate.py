@@ -14,6 +14,7 @@ from pathlib import Path
 from grader import __version__
 from grader.assessment.score import score_answers
 from grader.assessment.validate import parse_answers, validate_answers
+from grader.common.names import display, exact_hex, file_stem
 from grader.grading.pipeline import decide_status, stored_answers
 from grader.grading.store import Store
 from grader.reports import report
@@ -49,10 +50,12 @@ def graded_out(out: str | Path, answers: dict[str, dict[str, dict]], *, spec=Non
         content = hashlib.sha256(json.dumps(files_raw, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
         rel = None
         if executed and student in executed:
-            rel = f"executed/{student}.ipynb"
+            rel = f"executed/{file_stem(student)}.ipynb"
             (out / "executed").mkdir(exist_ok=True)
             (out / rel).write_text(executed[student], encoding="utf-8")
-        result = {"student": student, "status": status, "reason": reason, "total": scored["total"],
+        raw = exact_hex(student)  # named as grade names them: shown valid, exact bytes in hex, a unique file stem
+        result = {"student": display(student), **({"student_hex": raw} if raw else {}), "file": file_stem(student),
+                  "status": status, "reason": reason, "total": scored["total"],
                   "max": scored["max"], "questions": scored["questions"], "review": scored["review"],
                   "content_sha256": content, "executed": rel, "duration_s": 0.0, "errors": problems,
                   "answer_files": stored_answers(files)}

@@ -13,11 +13,12 @@ from urllib.parse import unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from grader.reports.report import feedback_markdown
 from grader.review.render import url_part
-from grader.review.state import Invalid, Stale, publish as publish_state
+from grader.review.state import Invalid, NotFound, Stale, publish as publish_state
 
 MAX_FORM = 1 << 20
 
@@ -30,11 +31,37 @@ def page(request, template: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(html, status_code=status)
 
 
+async def read_body(request, limit: int, what: str = "body") -> bytes:
+    """The request body, refused with 413 by its Content-Length before any of it is read, and again as soon as
+    what arrives (chunked, or more than the header said) passes `limit`: a huge post never sits in memory."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not (length.strip().isascii() and length.strip().isdigit()):
+            raise HTTPException(400, "bad Content-Length")
+        if int(length) > limit:
+            raise HTTPException(413, f"{what} too large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"{what} too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def form_of(request) -> dict:
     """The posted form, after the CSRF check (403 without the token)."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM:
-        raise HTTPException(413, "form too large")
-    form = await request.form()
+    body = await read_body(request, MAX_FORM, "form")
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form()
     if not request.app.state.guard.csrf_ok(form.get("_csrf") or request.headers.get("x-csrf-token")):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
     return form
@@ -51,9 +78,9 @@ def question_stats(state, q) -> dict:
 async def overview(request):
     state = request.app.state.review
     stats = [question_stats(state, q) for q in state.questions]
-    students = [state.result(s) for s in state.order]
-    return page(request, "overview.html", stats=stats, students=students,
-                waiting={s["student"]: [qid for qid, e in s["questions"].items() if e.get("review")] for s in students})
+    students = [(s, state.result(s)) for s in state.order]
+    return page(request, "overview.html", stats=stats, students=students, label=state.label,
+                waiting={s: [qid for qid, e in r["questions"].items() if e.get("review")] for s, r in students})
 
 
 def _question(state, qid: str):
@@ -68,7 +95,7 @@ async def queue(request):
     q = _question(state, request.path_params["qid"])
     groups = state.group_views(q.id)
     provisional = {s: (state.base[s]["questions"].get(q.id) or {}).get("points") for g in groups for s in g.members}
-    return page(request, "queue.html", q=q, groups=groups, answer=state.answer_text, provisional=provisional,
+    return page(request, "queue.html", q=q, groups=groups, answer=state.answer_text, provisional=provisional, label=state.label,
                 describe=state.describe, decision_of=state.decision,
                 done=sum(1 for g in groups if g.decision is not None))
 
@@ -94,6 +121,8 @@ async def decide(request):
     try:
         state.decide(q.id, key, form.get("version", ""), items=form.getlist("items"),
                      points=_points(form.get("points")), comment=str(form.get("comment", ""))[:4000])
+    except NotFound as e:
+        raise HTTPException(404, str(e))
     except Stale as e:
         return page(request, "stale.html", 409, q=q, current=e.current)
     except Invalid as e:
@@ -108,6 +137,8 @@ async def split(request):
     student = unquote(str(form.get("student", "")))
     try:
         state.split(q.id, student, form.get("version", ""))
+    except NotFound as e:
+        raise HTTPException(404, str(e))
     except Stale as e:
         return page(request, "stale.html", 409, q=q, current=e.current)
     return RedirectResponse(f"/q/{url_part(q.id)}#g-{url_part(student)}", status_code=303)
@@ -121,8 +152,9 @@ def _student(state, name: str) -> dict:
 
 async def student(request):
     state = request.app.state.review
-    result = _student(state, request.path_params["student"])
-    return page(request, "student.html", r=result, spec=state.spec,
+    key = request.path_params["student"]
+    result = _student(state, key)
+    return page(request, "student.html", r=result, key=key, name=state.label(key), spec=state.spec,
                 feedback=feedback_markdown(result, state.spec, state.hide),
                 notebook=executed_path(state, result) is not None)
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote, quote_from_bytes, urlencode
 
 from starlette.datastructures import URL, QueryParams
 from starlette.responses import PlainTextResponse, RedirectResponse
@@ -83,7 +83,7 @@ class GuardMiddleware:
         bearer = auth[6:].strip() if auth.lower().startswith("token ") else ""
         if given is not None and hmac.compare_digest(given.encode(), g.token.encode()) and scope["method"] in SAFE_METHODS:
             rest = [(k, v) for k, v in params.multi_items() if k != "token"]
-            target = url.path + ("?" + urlencode(rest) if rest else "")
+            target = same_site_path(scope) + ("?" + urlencode(rest) if rest else "")
             response = RedirectResponse(target, status_code=303)
             response.set_cookie(g.cookie, g.token, httponly=True, samesite="strict", path="/")
             return response
@@ -95,6 +95,14 @@ class GuardMiddleware:
             if origin is not None and origin.split("://", 1)[-1] not in g.hosts:
                 return PlainTextResponse("403: cross-origin request refused", status_code=403)
         return None
+
+
+def same_site_path(scope) -> str:
+    """The request's path as it was sent (its %-escapes kept: decoding them would turn a name's %2F or %23
+    into a path or a fragment), with one leading "/" and no backslash, so a Location made from it stays here."""
+    raw = scope.get("raw_path") or quote(scope.get("path", "/"), errors="replace").encode("ascii")
+    path = quote_from_bytes(raw, safe="/%!$&'()*+,;=:@-._~")
+    return "/" + path.lstrip("/")
 
 
 def _cookies(header: str) -> dict[str, str]:

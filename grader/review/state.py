@@ -20,6 +20,7 @@ from grader.assessment.rescore import rescore
 from grader.assessment.similarity import group_answers, group_threshold
 from grader.common.atomic import write_text_atomic
 from grader.common.errors import UserError
+from grader.common.names import display, is_valid_unicode, result_stem
 from grader.grading.store import Store
 from grader.review.decisions import DecisionLog, open_log
 
@@ -36,6 +37,10 @@ class Stale(Exception):
 
 class Invalid(Exception):
     """A decision that cannot be taken as asked (no points, unknown item, too many points)."""
+
+
+class NotFound(LookupError):
+    """A group or student the question's queue never had: no save can make it current, so it is not Stale."""
 
 
 @dataclass
@@ -82,6 +87,11 @@ class ReviewState:
     def flagged(self, qid: str) -> list[str]:
         """Students whose answer to qid awaits review (as graded, before any decision)."""
         return [s for s in self.order if ((self.base[s].get("questions") or {}).get(qid) or {}).get("review")]
+
+    def label(self, student: str) -> str:
+        """The student's name as pages show it; a key that is not the name (see `student_keys`) follows it."""
+        name = str(self.base[student].get("student", student))
+        return name if name == student else f"{name} ({student})"
 
     def answer_text(self, student: str, qid: str) -> str:
         answer = ((self.base[student].get("questions") or {}).get(qid) or {}).get("answer")
@@ -149,7 +159,8 @@ class ReviewState:
         for q in self.questions:
             entry = self.decision(q.id, student)
             if entry is not None:
-                out.append(Override(student, q.id, self.points_of(q, entry), self.comment_of(q, entry), 0,
+                name = str(self.base[student].get("student", student))  # what grade --overrides matches
+                out.append(Override(name, q.id, self.points_of(q, entry), self.comment_of(q, entry), 0,
                                     "reason" if q.kind == "yesno" else ""))
         return out
 
@@ -157,7 +168,8 @@ class ReviewState:
 
     def decide(self, qid: str, key: str, version: str, *, items: list[str], points: float | None,
                comment: str) -> dict:
-        """One decision for the whole group `key`; Stale when the group changed since `version` was read."""
+        """One decision for the whole group `key`; Stale when the group changed since `version` was read.
+        A lone surrogate in the comment (JSON can spell one) becomes U+FFFD, as undecodable form bytes do."""
         q = self.question(qid)
         if q is None:
             raise Invalid(f"no reviewed question {qid!r}")
@@ -168,9 +180,12 @@ class ReviewState:
             raise Invalid(f"points must be between 0 and {q.review_points:g}")
         if points is None and not items:
             raise Invalid("choose rubric items or type the points")
+        comment = display(comment)
         with self.lock:
             members = self.find_group(qid, key)
-            if members is None or self.version(qid, members) != version:
+            if members is None:
+                raise NotFound("no such group")
+            if self.version(qid, members) != version:
                 raise Stale(self._current_value(qid, key))
             entry = self.log.append({"kind": "decide", "question": qid, "students": list(members),
                                      "points": points, "items": list(dict.fromkeys(items)), "comment": comment,
@@ -183,8 +198,10 @@ class ReviewState:
         """Take one member out of its group, to be decided alone; Stale as for decide."""
         with self.lock:
             group = next((g for g in self.groups.get(qid, []) if student in g), None)
-            if group is None or len(group) < 2 or self.version(qid, group) != version:
-                raise Stale(self._current_value(qid, group[0] if group else student))
+            if group is None:
+                raise NotFound("no such student in this question's queue")
+            if len(group) < 2 or self.version(qid, group) != version:
+                raise Stale(self._current_value(qid, group[0]))
             entry = self.log.append({"kind": "split", "question": qid, "students": [student]})
             self._take(entry)
             return entry
@@ -271,14 +288,11 @@ def load_state(out: str | Path, *, spec_path=None, reference_path=None, reset: b
     hide = bool((doc.get("options") or {}).get("hide_answers"))
     store = Store(out)
     order, base = [], {}
-    for listed in doc["students"]:
-        name = listed.get("student")
-        if not isinstance(name, str) or not name or name in base:
-            continue
-        record = store.load(name)
+    for key, exact, listed in student_keys(doc["students"]):
+        record = store.load(exact)
         stored = record["result"] if record else listed
-        base[name] = rescore(stored, spec, ref, hide=hide)
-        order.append(name)
+        base[key] = rescore(stored, spec, ref, hide=hide)
+        order.append(key)
     log = open_log(out / "review" / "decisions.jsonl", reset=reset)
     header = {k: v for k, v in doc.items() if k not in ("format", "students")}
     state = ReviewState(out, spec, ref, hide, header, order, base, log)
@@ -287,6 +301,33 @@ def load_state(out: str | Path, *, spec_path=None, reference_path=None, reset: b
         for note in log.notes:
             say(note)
     return state
+
+
+def student_keys(listed: list) -> list[tuple[str, str, dict]]:
+    """(key, exact name, entry) for each student of results.json.
+
+    results.json shows names as valid Unicode, so folders b"dup\\xff" and b"dup\\xfe" both show as "dup" + U+FFFD;
+    the exact name comes back from `student_hex`, and its unique file stem (`file`) finds the store entry.
+    The key (in URLs, groups and the decision log) is the name itself where that shows as it is and is no
+    other student's stem, else the stem: distinct students stay distinct, and plain names read as themselves.
+    """
+    found, stems = [], set()
+    for entry in listed:
+        name = entry.get("student") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        raw = entry.get("student_hex")
+        try:
+            exact = bytes.fromhex(raw).decode("utf-8", "surrogateescape") if isinstance(raw, str) and raw else name
+        except ValueError:
+            exact = name
+        stem = result_stem({"file": entry.get("file"), "student": exact})
+        if stem in stems:
+            continue
+        stems.add(stem)
+        found.append((name, exact, stem, entry))
+    return [(name if exact == name and is_valid_unicode(name) and (name == stem or name not in stems) else stem,
+             exact, entry) for name, exact, stem, entry in found]
 
 
 def _results(out: Path) -> dict:
