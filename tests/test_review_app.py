@@ -4,6 +4,7 @@ from markupsafe import escape
 import json
 import re
 import socket
+import threading
 import warnings
 from urllib.parse import quote
 
@@ -246,6 +247,13 @@ def test_an_untried_optimum_has_its_queue_and_takes_a_decision(tmp_path):
     assert "ann,ex1.a,0.5" in (out / "overrides.csv").read_text()
 
 
+def _record(failed: list, call, *args) -> None:
+    try:
+        call(*args)
+    except BaseException as e:
+        failed.append(e)
+
+
 def _asgi(app, method: str, raw_path: bytes, *, headers=(), chunks=()):
     """Call the app as uvicorn does: an exact raw path (httpx would rewrite `//host/`), a body in chunks.
     Returns the status, the headers, the body and how many chunks the app read."""
@@ -268,7 +276,14 @@ def _asgi(app, method: str, raw_path: bytes, *, headers=(), chunks=()):
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": unquote(path.decode("ascii")), "raw_path": path, "query_string": query, "root_path": "",
              "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
-    asyncio.run(app(scope, receive, send))
+    # in a thread of its own: an earlier test in this process (Playwright's sync API) may leave an event loop
+    # running in this one, and asyncio.run refuses to start inside it
+    failed = []
+    worker = threading.Thread(target=lambda: _record(failed, asyncio.run, app(scope, receive, send)))
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body, read[0]
