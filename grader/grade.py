@@ -23,7 +23,7 @@ from grader.assessment.reference_io import reference_for
 from grader.assessment.rescore import rescore
 from grader.grading.executor import Executor
 from grader.grading.pipeline import STATUSES, Context, StageError, checked_data_dir, failed_result, resolve_data_dir, stage
-from grader.grading.submissions import Submission, discover, submissions_root
+from grader.grading.submissions import Submission, submissions
 
 
 # the command -----------------------------------------------------------------------------------
@@ -45,8 +45,7 @@ def grade_command(args) -> int:
     spec = load_spec(getattr(args, "spec", None))
     out = Path(args.out)
     _writable(out)
-    root, refused = submissions_root(Path(args.submissions), getattr(args, "layout", "auto") or "auto", out, spec, say)
-    subs = discover(root, out)
+    subs, refused = submissions(Path(args.submissions), getattr(args, "layout", "auto") or "auto", out, spec, say)
     if not subs:
         raise UserError(f"{args.submissions}: no submissions found (expected one sub-folder or one <student>.ipynb per student)")
     ref = reference_for(getattr(args, "reference", None), spec, say)

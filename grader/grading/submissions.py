@@ -24,11 +24,6 @@ class Submission:
         return self.path.is_file()
 
 
-def discover(root: Path, out: Path | None = None) -> list[Submission]:
-    """A folder per student (holding a notebook and maybe answer files) or a lone <student>.ipynb."""
-    return scan(root, out)[0]
-
-
 def _same(entry: Path, out: Path | None) -> bool:
     try:
         return out is not None and out.exists() and os.path.samefile(entry, out)
@@ -37,7 +32,8 @@ def _same(entry: Path, out: Path | None) -> bool:
 
 
 def scan(root: Path, out: Path | None = None) -> tuple[list[Submission], list[Refused]]:
-    """The students in ROOT, and the entries that are not taken as one, each with its reason.
+    """The students in ROOT (a folder per student, holding a notebook and maybe answer files, or a lone
+    <student>.ipynb), and the entries that are not taken as one, each with its reason.
 
     Hidden entries and loose files are passed over; a symbolic link is refused (never followed);
     so is labgrader's own output (OUT inside the class folder, even before anything was written there,
@@ -86,15 +82,17 @@ def _said(refused: list[Refused], say) -> list[Refused]:
     return refused
 
 
-def submissions_root(root: Path, layout: str, out: Path, spec, say) -> tuple[Path, list[Refused]]:
+def submissions(root: Path, layout: str, out: Path, spec, say) -> tuple[list[Submission], list[Refused]]:
     """Plain per-student folders as given; an LMS download (zip, Canvas, Moodle) unpacked into OUT/lms first.
-    -> the folder of students, and every entry not taken as a student (each said in a line as well)."""
+    -> the students, and every entry not taken as one (each said in a line as well)."""
     if not os.path.lexists(root):
         raise UserError(f"{root}: no such folder")
     if layout == "folders" or (root.is_file() and root.suffix == ".ipynb") or \
             (layout == "auto" and root.is_dir() and detect_layout(root) == "folders"):
-        return root, _said(scan(root, out)[1] if root.is_dir() else [], say)
-    target, entries, refused = materialize(root, layout, lms_workdir(out), known_names=spec.answer_files)
-    refused = _said(list(refused), say) + _said(scan(target, out)[1] if target.is_dir() else [], say)
+        subs, refused = scan(root, out)
+        return subs, _said(refused, say)
+    target, entries, unpacked_refused = materialize(root, layout, lms_workdir(out), known_names=spec.answer_files)
+    subs, refused = scan(target, out)
+    refused = _said(list(unpacked_refused), say) + _said(refused, say)
     say(f"unpacked {len(entries)} submission(s) from {root} into {target}")
-    return target, refused
+    return subs, refused
