@@ -307,6 +307,7 @@ def test_not_json_is_an_error_with_one_line(tmp_path):
 @pytest.mark.parametrize("content, reason", [
     ("[]", "lab.ipynb is not a Jupyter notebook: it holds a list, not a notebook object"),
     ('{"cells": "print(1)"}', "lab.ipynb is not a Jupyter notebook: its cells are a string, not a list"),
+    ('{"cells": {"0": "print(1)"}}', "lab.ipynb is not a Jupyter notebook: its cells are an object, not a list"),
     ('{"cells": [{"cell_type": "code", "source": ""}, 7]}', "lab.ipynb is not a Jupyter notebook: its cell 2 is a number, not a cell"),
 ])
 def test_json_that_is_not_a_notebook_says_what_it_is_in_plain_words(tmp_path, content, reason):

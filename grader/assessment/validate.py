@@ -20,7 +20,7 @@ from typing import Any
 from grader import SCHEMA_DIR
 from grader.common.errors import UserError
 from grader.common.names import display, is_valid_unicode
-from grader.common.text import one_line
+from grader.common.text import json_kind, one_line
 
 MAX_BYTES = 65536
 
@@ -143,7 +143,7 @@ def parse_answer_bytes(name: str, raw: bytes) -> dict:
     except ValueError as e:
         raise UserError(f"{name}: is not valid JSON: {e}", 1)
     if not isinstance(data, dict):
-        raise UserError(f"{name}: holds {_json_kind(data)}, not an object with the answer keys", 1)
+        raise UserError(f"{name}: holds {json_kind(data)}, not an object with the answer keys", 1)
     return data
 
 
@@ -178,7 +178,7 @@ def validate_answers(filename: str, data: Any) -> list[str]:
     """Every problem of one answer file, each one line: `7b_ex1.json: a: "0.1x" is not a number`."""
     validator = _validator(filename)
     if not isinstance(data, dict):
-        return [f"{filename}: holds {_json_kind(data)}, not an object with the answer keys"]
+        return [f"{filename}: holds {json_kind(data)}, not an object with the answer keys"]
     allowed = list(load_schema(filename).get("properties", {}))
     kinds = answer_kinds(filename)
     found = []
@@ -293,19 +293,5 @@ def _show(value: Any, width: int = 40) -> str:
     return display(one_line(text, width))
 
 
-
-
 def _key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_.-]{1,30}", key) else _show(key, 32)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "null" if value is None else "an object"

@@ -7,6 +7,19 @@ def one_line(text, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def json_kind(value) -> str:
+    """What a parsed JSON value is, in words a student knows ("a list", "null"), for "it holds ..." reasons."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else "an object"
+
+
 def first_line(source, width: int = 40) -> str:
     """A cell's first non-blank line as a student recognises it: control characters shown as '?', clipped."""
     text = source if isinstance(source, str) else "".join(source or [])

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from grader.common.atomic import write_json_atomic, write_text_atomic
-from grader.common.text import cell_label
+from grader.common.text import cell_label, json_kind
 
 NOTE = "[output truncated by labgrader]"
 PREAMBLE_TAG = "labgrader-preamble"
@@ -88,17 +88,16 @@ del _labgrader_cap
 def notebook_shape_problem(data) -> str | None:
     """What makes parsed JSON not a notebook at all, in a student's words (nbformat's own errors
     read "'str' object has no attribute 'get'")."""
-    kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false"}
     if not isinstance(data, dict):
-        return f"it holds {kinds.get(type(data), 'null')}, not a notebook object"
+        return f"it holds {json_kind(data)}, not a notebook object"
     if "worksheets" in data:
         return None  # nbformat 3 and older keep cells in worksheets; nbformat.reads judges and upgrades them
     cells = data.get("cells")
     if not isinstance(cells, list):
-        return "it has no list of cells" if cells is None else f"its cells are {kinds.get(type(cells), 'null')}, not a list"
+        return "it has no list of cells" if cells is None else f"its cells are {json_kind(cells)}, not a list"
     for number, cell in enumerate(cells, 1):
         if not isinstance(cell, dict):
-            return f"its cell {number} is {kinds.get(type(cell), 'null')}, not a cell"
+            return f"its cell {number} is {json_kind(cell)}, not a cell"
     return None
 
 
