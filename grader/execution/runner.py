@@ -22,6 +22,7 @@ from pathlib import Path
 
 from grader.common.atomic import write_json_atomic, write_text_atomic
 from grader.common.text import cell_label, json_kind
+from grader.execution import lazy_dynamo
 
 NOTE = "[output truncated by labgrader]"
 PREAMBLE_TAG = "labgrader-preamble"
@@ -387,7 +388,7 @@ class Run:
 
     # the kernel --------------------------------------------------------------------------------
     def prepare_kernel(self) -> None:
-        """A kernelspec for this very interpreter and the output cap as an IPython startup file."""
+        """A kernelspec for this very interpreter; the output cap and the lazy torch._dynamo as IPython startup files."""
         kernels = Path(os.environ.get("JUPYTER_PATH", self.state / "jupyter")) / "kernels" / KERNEL_NAME
         kernels.mkdir(parents=True, exist_ok=True)
         spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
@@ -398,6 +399,7 @@ class Run:
         startup.mkdir(parents=True, exist_ok=True)
         write_text_atomic(startup / "00-labgrader-output-cap.py",
                           KERNEL_CAP.format(limit=self.output_limit + 1024, note="\n" + NOTE + "\n"))
+        write_text_atomic(startup / "01-labgrader-lazy-dynamo.py", lazy_dynamo.startup_code())
         for var in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
             if os.environ.get(var):
                 Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
