@@ -18,7 +18,7 @@ from pathlib import Path
 
 from grader import __version__
 from grader.common.errors import UserError
-from grader.execution.limits import limits_from_args, notebook_threads
+from grader.execution.limits import limits_from_args, notebook_threads, service_trainers
 from grader.assessment.reference_io import reference_for
 from grader.assessment.rescore import rescore
 from grader.grading.executor import Executor
@@ -199,13 +199,15 @@ def _service_options(args):
     """The training service's settings, or None for --no-train-service. It trains with every core (at most
     $OMP_NUM_THREADS) whatever -j is: the notebooks are waiting while it trains, and its numbers (and its
     memo) stay the same at any -j. A run it trains alone is bit for bit the kit's loop at that thread count:
-    a notebook graded alone (-j 1) computes the same; at -j 2 the notebook's own loop would round differently."""
+    a notebook graded alone (-j 1) computes the same; at -j 2 the notebook's own loop would round differently.
+    With -j 2 and more, two runs of different sessions train side by side (limits.service_trainers)."""
     if getattr(args, "no_train_service", False):
         return None
     from grader.service.server import ServiceOptions
 
+    threads, trainers = service_trainers(int(getattr(args, "jobs", 1) or 1))
     return ServiceOptions(cache_dir=getattr(args, "train_cache", None) or os.environ.get("LABGRADER_TRAIN_CACHE"),
-                          device=getattr(args, "device", None) or "auto", threads=notebook_threads(1))
+                          device=getattr(args, "device", None) or "auto", threads=threads, trainers=trainers)
 
 
 @contextlib.contextmanager

@@ -357,19 +357,23 @@ def test_each_notebook_gets_the_run_s_checked_data_cache_unless_no_data_cache(tm
         in capsys.readouterr().err.splitlines()
 
 
-def test_the_training_service_trains_with_every_core_whatever_j_is(monkeypatch):
-    """The notebooks wait while it trains, so -j does not divide its threads; $OMP_NUM_THREADS still caps them."""
+def test_the_training_service_trains_with_every_core_whatever_j_is_and_two_runs_at_once_from_j_2(monkeypatch):
+    """The notebooks wait while it trains, so -j does not divide its threads ($OMP_NUM_THREADS still caps
+    them); from -j 2 two sessions' runs train side by side, never more."""
     import argparse
-    import os
 
     import grader.grade
 
+    def options(jobs):
+        o = grader.grade._service_options(argparse.Namespace(jobs=jobs, no_train_service=False, train_cache=None, device=None))
+        return o.threads, o.trainers
+
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    for jobs in (1, 2, 8):
-        args = argparse.Namespace(jobs=jobs, no_train_service=False, train_cache=None, device=None)
-        assert grader.grade._service_options(args).threads == (os.cpu_count() or 1)
+    for cores in (2, 16):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert [options(j) for j in (1, 2, 3, 32)] == [(cores, 1), (cores, 2), (cores, 2), (cores, 2)]
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert grader.grade._service_options(argparse.Namespace(jobs=1, no_train_service=False)).threads == 1
+    assert options(1) == (1, 1) and options(4) == (1, 2)
     assert grader.grade._service_options(argparse.Namespace(jobs=1, no_train_service=True)) is None
 
 

@@ -339,14 +339,16 @@ def test_kit_through_the_preamble_trains_an_epoch(tmp_path, data_dir):
             "model = build_mlp(784, 10, 32)\n"
             "H = train(torch.nn.CrossEntropyLoss(), model, x_train, y_train, x_test, y_test,\n"
             "          optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 128, 1)\n"
-            "import json, os\n"
-            "json.dump({'H': H, 'data': os.environ['LABGRADER_DATA'], 'n': len(x_train)}, open('probe.json', 'w'))")
+            "import json, os, sys\n"
+            "json.dump({'H': H, 'data': os.environ['LABGRADER_DATA'], 'n': len(x_train),\n"
+            "           'dynamo': type(sys.modules.get('torch._dynamo')).__name__}, open('probe.json', 'w'))")
     preamble = ["from src import fmnist_utils", "from src.fmnist_utils import *"]
     limits = Limits(**{**FAST.as_dict(), "memory_mb": 4096, "cell_timeout": 60})
     result, workdir = run(tmp_path, notebook(code), limits=limits, preamble=preamble, data_dir=data_dir)
     probe = probe_json(result, workdir)
     assert probe["data"] == "/data" and probe["n"] == 1000
     assert len(probe["H"]["acc"]) == 1 and 0.0 < probe["H"]["test_acc"][0] <= 1.0
+    assert probe["dynamo"] == "StandIn"  # the kernel's startup file: torch.optim did not import dynamo
 
 
 DATA_PROBE = (

@@ -541,3 +541,52 @@ def test_an_unreachable_service_falls_back_to_local_training(synthetic_data, dat
     fresh = kit.get_data(synthetic_data)
     H = lab_call(fresh, epochs=1)[0]
     assert len(H["acc"]) == 1 and "not reachable" in capfd.readouterr().err
+
+
+def _two_sessions_runs(synthetic_data, tmp_path, monkeypatch, trainers: int) -> tuple[list, bool]:
+    """Two sessions' runs of different batch sizes, given to a batcher with `trainers` trainers;
+    -> (their answers, whether epochs of the two ever trained at the same time)."""
+    from grader.service import batcher as batcher_module
+    from grader.service.engine import open_engine
+
+    epochs, lock = [], threading.Lock()
+    turn = batcher_module.Batcher._turn
+
+    def timed_turn(self, job):
+        start = time.monotonic()
+        try:
+            return turn(self, job)
+        finally:
+            with lock:
+                epochs.append((job.reqs[0].batch_size, start, time.monotonic()))
+
+    monkeypatch.setattr(batcher_module.Batcher, "_turn", timed_turn)
+    engine = open_engine(ServiceOptions(cache_dir=str(tmp_path / f"memo-{trainers}"), gather_s=0.05, process=False,
+                                        threads=torch.get_num_threads(), trainers=trainers), synthetic_data)
+    try:
+        futures = []
+        for session, (lr, bs) in (("a", (0.05, 32)), ("b", (0.07, 64))):
+            torch.manual_seed(0)
+            model = kit.build_mlp(784, 10)
+            header, tensors = trainrequest.build(data=engine.fingerprint, lr=lr, momentum=0.9, batch_size=bs, epochs=3,
+                                                 params=list(model.parameters()), rng=torch.get_rng_state().numpy())
+            req = parse(header, tensors, input_dim=engine.input_dim, classes=engine.classes)
+            futures.append(engine.batcher.submit(req, session)[0])
+        answers = [f.result(timeout=120) for f in futures]
+    finally:
+        engine.batcher.close()
+    overlapped = any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in epochs for b in epochs)
+    return answers, overlapped
+
+
+def test_two_sessions_runs_train_side_by_side_with_two_trainers_and_compute_the_same(synthetic_data, tmp_path,
+                                                                                     monkeypatch):
+    """Two trainers take the two jobs at once (instead of an epoch of each in turn); each job is still
+    trained alone by the kit's loop, so the numbers are those of one trainer, bit for bit."""
+    side_by_side, overlapped = _two_sessions_runs(synthetic_data, tmp_path, monkeypatch, trainers=2)
+    in_turn, overlapped_one = _two_sessions_runs(synthetic_data, tmp_path, monkeypatch, trainers=1)
+    assert overlapped and not overlapped_one
+    for a, b in zip(side_by_side, in_turn, strict=True):
+        assert isinstance(a, trainrequest.TrainAnswer) and isinstance(b, trainrequest.TrainAnswer), (a, b)
+        assert a.history == b.history and len(a.history["acc"]) == 3
+        assert all(torch.equal(x, y) for x, y in zip(a.params, b.params, strict=True))

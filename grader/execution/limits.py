@@ -74,3 +74,15 @@ def notebook_threads(parallel: int, environ=None) -> int:
     threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
     cap = environ.get("OMP_NUM_THREADS", "").strip()
     return min(threads, int(cap)) if cap.isdigit() and int(cap) >= 1 else threads
+
+
+SERVICE_TRAINERS = 2
+
+
+def service_trainers(parallel: int, environ=None) -> tuple[int, int]:
+    """-> (threads per trainer, trainers) for the training service beside `parallel` notebooks. Each
+    trainer has every core (the notebooks wait while it trains; its numbers and memo stay the same at any
+    -j), and up to SERVICE_TRAINERS train at once when that many notebooks can wait: two runs side by side
+    trained about 1.3x as much per second as the same two taking turns on 2 cores (benchmarks/RESULTS.md);
+    more at once were not measured."""
+    return notebook_threads(1, environ), max(1, min(max(1, parallel), SERVICE_TRAINERS))

@@ -32,7 +32,7 @@ from grader.common.errors import UserError
 from grader.common.names import file_stem, terminal
 from grader.common.text import one_line
 from grader.common.walk import walk
-from grader.execution.limits import notebook_threads
+from grader.execution.limits import notebook_threads, service_trainers
 from grader.execution.slots import claim_slots
 
 try:
@@ -327,7 +327,7 @@ class GraderPlugin(WorkerPlugin):
         self.address = worker.address
         self.scratch = worker.local_directory
         nthreads = max(1, int(worker.state.nthreads))
-        self.threads = notebook_threads(nthreads)
+        self.nthreads, self.threads = nthreads, notebook_threads(nthreads)
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self.running: set[threading.Event] = set()
@@ -441,7 +441,8 @@ class GraderPlugin(WorkerPlugin):
             if self.service is None:
                 from grader.service.server import TrainingService
 
-                service = TrainingService(dataclasses.replace(options, threads=self.threads), data_dir)
+                trainers = service_trainers(self.nthreads)[1]
+                service = TrainingService(dataclasses.replace(options, threads=self.threads, trainers=trainers), data_dir)
                 service.start()
                 self.service = service
             return self.service

@@ -1,11 +1,12 @@
 """Turn training requests into answers: from the memo, by joining an identical request in flight,
 or by training every waiting request of one group together, an epoch at a time, in turn.
 
-One thread trains; requests wait on futures. A group (batch size, epochs, hidden width) becomes a
-job as soon as every open session is waiting for an answer (no more requests can come) or
-`gather_s` after its oldest request arrived, so concurrent notebooks share one pass. Jobs advance
-one epoch per turn, and the turns go round the sessions: one session's long run holds another's
-short one for at most one epoch of its own. Between epochs, a run that no session waits for any
+`trainers` threads train, each job in one of them at a time; requests wait on futures. A group (batch size, epochs, hidden
+width) becomes a job as soon as every open session is waiting for an answer (no more requests can
+come) or `gather_s` after its oldest request arrived, so concurrent notebooks share one pass. Jobs
+advance one epoch per turn, and the turns go round the sessions: one session's long run holds
+another's short one for at most one epoch of its own, and with two trainers two sessions' jobs
+train side by side instead of taking turns (the same numbers: each op has the same threads). Between epochs, a run that no session waits for any
 more (its notebook ended) leaves its job, and each epoch's time is charged to the sessions
 waiting on it (the session quota bounds training time).
 """
@@ -29,13 +30,16 @@ ABANDONED = {"local": "abandoned"}
 
 
 class Batcher:
-    """thread=False: the caller trains, by calling run() (the service's own process trains from its main thread)."""
+    """thread=False: the caller trains, by calling run() (the service's own process trains from its main
+    thread, and from trainers - 1 more)."""
 
     def __init__(self, data: Data, kit_data: tuple, memo, trainer_id: str, *, gather_s: float = 0.5,
                  max_runs: int = 16, all_waiting: Callable[[], bool] = lambda: False, thread: bool = True,
-                 log: Callable[[str], None] = lambda line: None):
+                 log: Callable[[str], None] = lambda line: None, trainers: int = 1):
         self.data, self.kit_data, self.memo, self.trainer_id = data, kit_data, memo, trainer_id
         self.gather_s, self.max_runs, self.all_waiting, self.log = gather_s, max_runs, all_waiting, log
+        self.trainers = max(1, int(trainers))
+        self.busy: set = set()
         self.cond = threading.Condition()
         self.pending: dict[str, tuple[TrainRequest, Future, float]] = {}
         self.inflight: dict[str, Future] = {}
@@ -65,7 +69,8 @@ class Batcher:
                 return self._join(key, session), "joined", key
         stored = self.memo.get(key) if self.memo is not None else None
         if stored is not None:
-            self.stats["memo"] += 1
+            with self.cond:
+                self.stats["memo"] += 1
             done: Future = Future()
             done.set_result(stored)
             return done, "memo", key
@@ -146,25 +151,43 @@ class Batcher:
         return None
 
     def _next_job(self) -> "_Job | None":
-        """The job of the next session in turn; the session goes to the back of the line."""
+        """The job of the next session in turn that no other trainer holds; the session goes to the back
+        of the line, and the job is this trainer's until _done()."""
         with self.cond:
             while not self.closed:
                 due = self._form_jobs()
                 for session in list(self.turns):
-                    job = next((j for j in self.jobs if session in j.sessions()), None)
+                    job = next((j for j in self.jobs if id(j) not in self.busy and session in j.sessions()), None)
                     if job is not None:
                         self.turns.remove(session)
                         self.turns.append(session)
+                        self.busy.add(id(job))
                         return job
                     if not any(session in w for w in self.waiters.values()):
                         self.turns.remove(session)
-                if self.jobs:  # waiters gone: the job is dropped at its boundary
-                    return self.jobs[0]
+                free = [j for j in self.jobs if id(j) not in self.busy]
+                if free:  # waiters gone: the job is dropped at its boundary
+                    self.busy.add(id(free[0]))
+                    return free[0]
                 self.cond.wait(timeout=due)
             return None
 
+    def _done(self, job: "_Job") -> None:
+        with self.cond:
+            self.busy.discard(id(job))
+            self.cond.notify_all()
+
     def run(self) -> None:
-        """Train jobs until close()."""
+        """Train jobs until close(), in this thread and trainers - 1 more."""
+        others = [threading.Thread(target=self._train, name=f"train-service-{i + 2}", daemon=True)
+                  for i in range(self.trainers - 1)]
+        for t in others:
+            t.start()
+        self._train()
+        for t in others:
+            t.join(timeout=60)
+
+    def _train(self) -> None:
         while True:
             job = self._next_job()
             if job is None:
@@ -182,6 +205,8 @@ class Batcher:
                     for key in job.keys:
                         self.inflight.pop(key, None)
                         self.waiters.pop(key, None)
+            finally:
+                self._done(job)
 
     def _turn(self, job: "_Job") -> None:
         """One epoch of a job (after the runs nobody waits for left it); its answers when it is done."""
@@ -200,8 +225,8 @@ class Batcher:
             gone = [i for i, k in enumerate(job.keys) if i not in job.dropped and not self.waiters.get(k)]
         for i in gone:
             job.drop(i)
-            self.stats["abandoned"] += 1
             with self.cond:
+                self.stats["abandoned"] += 1
                 self.inflight.pop(job.keys[i], None)
                 self.waiters.pop(job.keys[i], None)
             job.futs[i].set_result(ABANDONED)
@@ -223,13 +248,16 @@ class Batcher:
             if i in job.dropped:
                 continue
             key, fut = job.keys[i], job.futs[i]
-            self.stats["trained"] += 1
+            failed = False
             if keep and isinstance(answer, TrainAnswer):
                 try:
                     self.memo.put(key, answer)
                 except OSError:
-                    self.stats["memo_write_failed"] += 1
+                    failed = True
             with self.cond:
+                self.stats["trained"] += 1
+                if failed:
+                    self.stats["memo_write_failed"] += 1
                 self.inflight.pop(key, None)
                 self.waiters.pop(key, None)
             fut.set_result(answer)

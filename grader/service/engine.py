@@ -15,11 +15,14 @@ from grader.common.errors import UserError
 @dataclass(frozen=True)
 class ServiceOptions:
     """How the grader's training service runs; picklable, so a Dask worker can start its own.
-    process=False trains in the grader's own process (the scheduling tests look inside the batcher)."""
+    process=False trains in the grader's own process (the scheduling tests look inside the batcher).
+    threads: torch threads of each trainer; trainers: jobs of different sessions that train at once on the
+    CPU, each in a thread of its own (grader.execution.limits.service_trainers)."""
 
     cache_dir: str | None = None
     device: str = "auto"
     threads: int | None = None
+    trainers: int = 1
     gather_s: float = 0.5
     max_batch_runs: int = 16
     process: bool = True
@@ -32,6 +35,7 @@ class Engine:
     memo_dir: str
     device: str
     threads: int
+    trainers: int
     fingerprint: str
     data_kind: str
     data_from: str
@@ -41,7 +45,7 @@ class Engine:
 
     def hello(self) -> dict:
         """What the sessions' side needs to know of the engine, as plain data."""
-        return {"memo_dir": self.memo_dir, "device": self.device, "threads": self.threads,
+        return {"memo_dir": self.memo_dir, "device": self.device, "threads": self.threads, "trainers": self.trainers,
                 "fingerprint": self.fingerprint, "data_kind": self.data_kind, "data_from": self.data_from,
                 "input_dim": self.input_dim, "classes": self.classes, "shape": self.shape}
 
@@ -59,14 +63,15 @@ def open_engine(options, data_dir, *, all_waiting=lambda: False, thread: bool = 
     (xtr, ytr, xte, yte), fingerprint, kind, data_from = load_data(options, data_dir)
     data = prepare_data(xtr, ytr, xte, yte, output_dim=10, device=device)
     threads = options.threads or os.cpu_count() or 1
+    trainers = max(1, int(options.trainers)) if device.type == "cpu" else 1
     if device.type == "cpu":
         torch.set_num_threads(threads)
     memo = Memo(options.cache_dir or default_dir(), input_dim=data.input_dim, classes=data.output_dim)
     batcher = Batcher(data, (xtr, ytr, xte, yte), memo, trainer_name(torch, device, data.dtype, threads),
                       gather_s=options.gather_s, max_runs=options.max_batch_runs, all_waiting=all_waiting,
-                      thread=thread, log=log)
-    return Engine(batcher, str(memo.root), str(device), threads, fingerprint, kind, data_from, data.input_dim,
-                  data.output_dim, batcher.shape)
+                      thread=thread, log=log, trainers=trainers)
+    return Engine(batcher, str(memo.root), str(device), threads, trainers, fingerprint, kind, data_from,
+                  data.input_dim, data.output_dim, batcher.shape)
 
 
 def load_data(options: ServiceOptions, data_dir) -> tuple[tuple, str, str, str]:

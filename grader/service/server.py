@@ -147,12 +147,15 @@ class TrainingService:
     def describe(self) -> str:
         where = "in its own process" if self.options.process else "in the grader's process"
         info = self.info
+        trainers = info.get("trainers") or 1
+        runs = f", {trainers} runs at once" if trainers > 1 else ""
         return (f"{info.get('data_kind')} data from its {info.get('data_from')}, on {info.get('device')} with "
-                f"{info.get('threads')} thread(s) {where}, memo {info.get('memo_dir')}")
+                f"{info.get('threads')} thread(s) per run{runs} {where}, memo {info.get('memo_dir')}")
 
     def summary(self) -> dict:
         stats = dict(self.batcher.stats) if self.batcher else {}
         out = {"device": str(self.info.get("device")), "threads": self.info.get("threads"),
+               "trainers": self.info.get("trainers") or 1,
                "data": self.info.get("data_kind"), "data_from": self.info.get("data_from"),
                "memo_dir": self.info.get("memo_dir"),
                "from_memo": stats.get("memo", 0), "joined": stats.get("joined", 0),
