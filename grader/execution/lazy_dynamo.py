@@ -81,7 +81,7 @@ def load_real():
 
 
 class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers the first `import torch._dynamo` with the stand-in, once torch itself is imported."""
+    """Answers the first `import torch._dynamo` with the stand-in (the import system imports torch first)."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != NAME:

@@ -1,14 +1,15 @@
 """Turn training requests into answers: from the memo, by joining an identical request in flight,
 or by training every waiting request of one group together, an epoch at a time, in turn.
 
-`trainers` threads train, each job in one of them at a time; requests wait on futures. A group (batch size, epochs, hidden
-width) becomes a job as soon as every open session is waiting for an answer (no more requests can
-come) or `gather_s` after its oldest request arrived, so concurrent notebooks share one pass. Jobs
-advance one epoch per turn, and the turns go round the sessions: one session's long run holds
-another's short one for at most one epoch of its own, and with two trainers two sessions' jobs
-train side by side instead of taking turns (the same numbers: each op has the same threads). Between epochs, a run that no session waits for any
-more (its notebook ended) leaves its job, and each epoch's time is charged to the sessions
-waiting on it (the session quota bounds training time).
+`trainers` threads train, each job in one of them at a time; requests wait on futures. A group
+(batch size, epochs, hidden width) becomes a job as soon as every open session is waiting for an
+answer (no more requests can come) or `gather_s` after its oldest request arrived, so concurrent
+notebooks share one pass. Jobs advance one epoch per turn, and the turns go round the sessions: one
+session's long run holds another's short one for at most one epoch of its own; with two trainers,
+two sessions' jobs train side by side instead of in turn (the same numbers: each op has the same
+threads). Between epochs, a run that no session waits for any more (its notebook ended) leaves its
+job, and each epoch's time is charged to the sessions waiting on it (the session quota bounds
+training time).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Batcher:
         self.data, self.kit_data, self.memo, self.trainer_id = data, kit_data, memo, trainer_id
         self.gather_s, self.max_runs, self.all_waiting, self.log = gather_s, max_runs, all_waiting, log
         self.trainers = max(1, int(trainers))
-        self.busy: set = set()
+        self.busy: set[_Job] = set()
         self.cond = threading.Condition()
         self.pending: dict[str, tuple[TrainRequest, Future, float]] = {}
         self.inflight: dict[str, Future] = {}
@@ -157,24 +158,24 @@ class Batcher:
             while not self.closed:
                 due = self._form_jobs()
                 for session in list(self.turns):
-                    job = next((j for j in self.jobs if id(j) not in self.busy and session in j.sessions()), None)
+                    job = next((j for j in self.jobs if j not in self.busy and session in j.sessions()), None)
                     if job is not None:
                         self.turns.remove(session)
                         self.turns.append(session)
-                        self.busy.add(id(job))
+                        self.busy.add(job)
                         return job
                     if not any(session in w for w in self.waiters.values()):
                         self.turns.remove(session)
-                free = [j for j in self.jobs if id(j) not in self.busy]
+                free = [j for j in self.jobs if j not in self.busy]
                 if free:  # waiters gone: the job is dropped at its boundary
-                    self.busy.add(id(free[0]))
+                    self.busy.add(free[0])
                     return free[0]
                 self.cond.wait(timeout=due)
             return None
 
     def _done(self, job: "_Job") -> None:
         with self.cond:
-            self.busy.discard(id(job))
+            self.busy.discard(job)
             self.cond.notify_all()
 
     def run(self) -> None:

@@ -4,7 +4,8 @@ torch's intra-op threads ran about 1.9x slower when training was called from a t
 than from a main thread (benchmarks/RESULTS.md), so the grader starts this process
 (grader/service/remote.py, with subprocess: it works inside Dask's daemonic workers too) and talks
 to it over a socketpair in the frames of reference/wire.py. A reader thread takes the grader's
-messages; the main thread trains. The notebooks' sockets stay with the grader.
+messages; the main thread trains (and a second trainer thread from -j 2, ServiceOptions.trainers).
+The notebooks' sockets stay with the grader.
 
     python -m grader.service.worker FD
 """
