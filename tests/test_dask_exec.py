@@ -277,3 +277,26 @@ def test_a_setup_error_on_a_worker_stops_the_run_with_its_line(tmp_path):
     with pytest.raises(SetupError, match="^Dask worker tcp://10.0.0.9:4000: bwrap is missing$"):
         _collect(Finished(outcome), Submission("eve", tmp_path / "eve.ipynb"), "a" * 64, time.monotonic(),
                  context(tmp_path), distributed)
+
+
+def test_the_workers_service_summaries_add_up_with_their_process_failures():
+    """What results.json's train_service says under Dask: counts summed, the fewest threads and trainers any
+    worker had, and the services' process failures and restarts counted like a local run's."""
+    import jsonschema
+
+    from grader.grading.dask_exec import _service_summary
+
+    def worker(trained, threads, trainers, failures, restarts):
+        return {"device": "cpu", "threads": threads, "trainers": trainers, "data": "synthetic",
+                "data_from": "decoded cache", "memo_dir": "/memo", "from_memo": 3, "joined": 1, "trained": trained,
+                "batches": 0, "largest_batch": 2, "abandoned": 0, "refused": 0, "process": True,
+                "failures": failures, "restarts": restarts}
+
+    client = SimpleNamespace(run=lambda *a: {"w1": worker(2, 2, 2, 1, 1), "w2": worker(5, 1, 1, 0, 0), "w3": None})
+    lines = []
+    total = _service_summary(client, "plugin", lines.append)
+    assert (total["trained"], total["from_memo"], total["threads"], total["trainers"]) == (7, 6, 1, 1)
+    assert (total["process"], total["failures"], total["restarts"], total["data_from"]) == (True, 1, 1, "decoded cache")
+    schema = json.loads((Path(__file__).parents[1] / "grader" / "schemas" / "results.schema.json").read_text())
+    jsonschema.validate(total, schema["properties"]["train_service"])
+    assert lines == ["training services on 2 Dask worker(s): 7 run(s) trained, 6 answered from the memo, 2 joined, 0 refused"]

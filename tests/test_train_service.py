@@ -506,6 +506,11 @@ def _closed(c: socket.socket) -> bool:
 
 
 def test_the_runs_record_says_whether_a_run_started_from_the_default_initialisation(service, synthetic_data, monkeypatch):
+    """Each distinct set of starting weights is checked once; the same weights again get the same verdict."""
+    checked = []
+    check = trainrequest.default_init
+    monkeypatch.setattr(trainrequest, "default_init", lambda params: checked.append(1) or check(params))
+    service.inits.clear()
     record: list = []
     with service.session("init", QUOTA, record=record) as path:
         monkeypatch.setenv(kit_remote.SOCKET_ENV, str(path))
@@ -517,8 +522,10 @@ def test_the_runs_record_says_whether_a_run_started_from_the_default_initialisat
             for p in sabotaged.parameters():
                 p.fill_(1e18)
         lab_call(data, lr=0.03, epochs=1, model=sabotaged)
+        lab_call(data, lr=0.02, epochs=1)
     monkeypatch.delenv(kit_remote.SOCKET_ENV)
-    assert [(r["config"]["lr"], r["init"]) for r in record] == [(0.1, "default"), (0.03, "custom")]
+    assert [(r["config"]["lr"], r["init"]) for r in record] == [(0.1, "default"), (0.03, "custom"), (0.02, "default")]
+    assert len(checked) == 2
 
 
 def test_a_diverging_run_is_trained_in_the_notebook(service, synthetic_data, monkeypatch, capfd):

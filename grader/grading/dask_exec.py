@@ -186,7 +186,8 @@ def _keep_executed(ctx, student: str, data: bytes | None) -> str | None:
 
 
 def _service_summary(client, plugin: str, say) -> dict:
-    """The workers' training-service summaries, counts summed over workers."""
+    """The workers' training-service summaries: counts (failures of the services' processes too) summed over
+    workers, threads and trainers the fewest any worker had."""
     try:
         per_worker = [s for s in client.run(worker_service_summary, plugin).values() if s]
     except Exception:
@@ -195,9 +196,17 @@ def _service_summary(client, plugin: str, say) -> dict:
         return {}
     total = {k: sum(s[k] for s in per_worker) for k in ("trained", "batches", "from_memo", "joined", "abandoned", "refused")}
     total["largest_batch"] = max(s["largest_batch"] for s in per_worker)
-    total["threads"] = min(s["threads"] for s in per_worker)
+    for k in ("threads", "trainers"):
+        total[k] = min(s.get(k) or 1 for s in per_worker)
+    total["process"] = all(s.get("process", False) for s in per_worker)
+    if total["process"]:
+        for k in ("failures", "restarts"):
+            total[k] = sum(s.get(k, 0) for s in per_worker)
     for k in ("device", "data", "memo_dir"):
         total[k] = ", ".join(sorted({str(s[k]) for s in per_worker}))
+    sources = {s.get("data_from") for s in per_worker}
+    if len(sources) == 1 and None not in sources:
+        total["data_from"] = sources.pop()
     say(f"training services on {len(per_worker)} Dask worker(s): {total['trained']} run(s) trained, "
         f"{total['from_memo']} answered from the memo, {total['joined']} joined, {total['refused']} refused")
     return total
