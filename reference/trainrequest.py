@@ -128,13 +128,21 @@ def default_init(params) -> bool:
         bound = (1 + 1e-6) / math.sqrt(w.shape[1])
         if np.abs(w).max(initial=0.0) > bound or np.abs(b).max(initial=0.0) > bound or not _even(w.ravel(), bound):
             return False
-        if w.shape[0] >= 2 and w.shape[1] >= INIT_ROW_MIN:
-            unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-30)
-            cos = unit @ unit.T
-            np.fill_diagonal(cos, 0.0)
-            if np.abs(cos).max() > INIT_COSINE_SIGMAS / math.sqrt(w.shape[1]):
-                return False
+        if w.shape[0] >= 2 and w.shape[1] >= INIT_ROW_MIN and _max_cosine(w) > INIT_COSINE_SIGMAS / math.sqrt(w.shape[1]):
+            return False
     return True
+
+
+def _max_cosine(w) -> float:
+    """The largest |cos| between two rows, on one BLAS thread: the grader checks while notebooks run, and
+    BLAS's other threads would spin on a core for about 0.1 s after each check (benchmarks/RESULTS.md)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-30)
+        cos = unit @ unit.T
+    np.fill_diagonal(cos, 0.0)
+    return float(np.abs(cos).max())
 
 
 def _even(x, bound: float) -> bool:

@@ -149,6 +149,26 @@ def test_the_lab_models_own_initialisation_is_default_and_crafted_weights_are_no
     assert not any(trainrequest.default_init(p) for p in (huge, copied, scaled, zeros))
 
 
+def test_the_initialisation_check_runs_blas_on_one_thread(monkeypatch):
+    """The grader checks starting weights while notebooks run: BLAS's other threads would spin on the cores
+    they need, so the check holds BLAS to one thread, and gives the pool back as it was."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    seen = []
+    norm = np.linalg.norm
+    monkeypatch.setattr(np.linalg, "norm", lambda *a, **k: seen.append(blas_threads()) or norm(*a, **k))
+    torch.manual_seed(0)
+    params = [p.detach().numpy().copy() for p in kit.build_mlp(784, 10).parameters()]
+    with threadpool_limits(2, user_api="blas"):
+        assert trainrequest.default_init(params)
+        after = blas_threads()
+    assert seen and all(s == {1} for s in seen)
+    assert after == {2}
+
+
 def test_parsing_runs_none_of_torchs_kernels_so_the_services_reader_thread_leaves_openmp_alone(monkeypatch):
     """The service's process parses requests in its reader thread; one parallel torch op there throttles
     OpenMP's waits for the main thread's training (benchmarks/RESULTS.md), so the checks use numpy."""
